@@ -1,0 +1,255 @@
+"""The typed configuration of one simulated image.
+
+:class:`Config` holds every setting the nanoBragg command line can change, in
+the C program's internal units (metres, radians, photons/m^2) and with the C
+program's defaults.  Settings that C leaves "unset" until it has read every
+flag (and then derives from other settings) are ``None`` here.  The command
+line (``cli.py``) fills a Config from flags; the Python API builds one
+directly; ``simulator.py`` turns it into the tables the kernels need.
+
+The ``*_deg``/``*_mm`` helpers of the API convert for you; inside a Config
+everything is SI, as in ``nanoBragg.c`` after parsing.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from typing import Optional, Tuple
+
+NAN = float("nan")
+RTD = 180.0 * (1.0 / math.pi)  # C: 180.0*M_1_PI
+
+CONVENTIONS = ("CUSTOM", "ADXV", "MOSFLM", "XDS", "DIALS", "DENZO")
+SHAPES = ("SQUARE", "ROUND", "GAUSS", "TOPHAT")
+
+Vec3 = Tuple[float, float, float]
+
+
+@dataclass
+class Config:
+    """All settings of one nanoBragg run (SI units, C defaults).
+
+    Field names follow the C variables, so the C source and REFERENCE.md can
+    be read side by side with this class.  ``None`` means "not given": the
+    set-up then derives the value as C does.
+    """
+
+    # --- input files -----------------------------------------------------
+    hklfile: Optional[str] = None
+    matfile: Optional[str] = None
+    dumpfile: str = "Fdump.bin"
+    stolfile: Optional[str] = None
+    sourcefile: Optional[str] = None
+    imgfile: Optional[str] = None
+    maskfile: Optional[str] = None
+
+    # --- output files (None: not written) --------------------------------
+    floatfile: Optional[str] = "floatimage.bin"
+    intfile: Optional[str] = "intimage.img"
+    pgmfile: Optional[str] = "image.pgm"
+    noisefile: Optional[str] = "noiseimage.img"
+    write_pgm: bool = True
+    calculate_noise: bool = True
+
+    # --- crystal -----------------------------------------------------------
+    cell: Optional[Tuple[float, float, float, float, float, float]] = None  # A, A, A, rad, rad, rad (0: default)
+    misset: Optional[Vec3] = None          # radians about x, y, z
+    misset_random: bool = False
+    Na: float = 1.0
+    Nb: float = 1.0
+    Nc: float = 1.0
+    sample_x: float = 0.0                  # crystal size (m); 0: use N
+    sample_y: float = 0.0
+    sample_z: float = 0.0
+    xtal_shape: str = "SQUARE"
+    fudge: float = 1.0
+    default_F: float = 0.0
+    interpolate: Optional[bool] = None     # None: auto (on when any N <= 2)
+
+    # --- beam ----------------------------------------------------------------
+    lambda0: float = 1.0e-10
+    dispersion: float = 0.0                # fraction (C divides the % by 100)
+    dispsteps: int = -1
+    hdivrange: float = -1.0                # radians
+    vdivrange: float = -1.0
+    hdivstep: float = -1.0
+    vdivstep: float = -1.0
+    hdivsteps: int = -1
+    vdivsteps: int = -1
+    round_div: bool = True
+    fluence: float = 125932015286227086360700780544.0
+    flux: float = 0.0
+    exposure: float = 1.0
+    beamsize: float = 1e-4
+    polarization: float = 0.0              # Kahn factor
+    nopolar: bool = False
+    dmin: float = 0.0                      # m
+    water_size: float = 0.0                # m
+
+    # --- sample motion -----------------------------------------------------
+    phi0: float = 0.0
+    osc: float = -1.0
+    phistep: float = -1.0
+    phisteps: int = -1
+    mosaic_spread: float = -1.0
+    mosaic_domains: int = -1
+
+    # --- detector ------------------------------------------------------------
+    convention: str = "MOSFLM"
+    pivot: str = "BEAM"
+    distance: float = 100.0e-3
+    close_distance: Optional[float] = None
+    pixel_size: float = 0.1e-3
+    detsize_f: float = 102.4e-3
+    detsize_s: float = 102.4e-3
+    fpixels: int = 0
+    spixels: int = 0
+    Xbeam: Optional[float] = None
+    Ybeam: Optional[float] = None
+    Xclose: Optional[float] = None
+    Yclose: Optional[float] = None
+    ORGX: Optional[float] = None
+    ORGY: Optional[float] = None
+    beam_vector: Vec3 = (1.0, 0.0, 0.0)
+    fdet_vector: Vec3 = (0.0, 0.0, 1.0)
+    sdet_vector: Vec3 = (0.0, -1.0, 0.0)
+    odet_vector: Vec3 = (1.0, 0.0, 0.0)
+    polar_vector: Vec3 = (0.0, 0.0, 1.0)
+    spindle_vector: Vec3 = (0.0, 0.0, 1.0)
+    twotheta_axis: Vec3 = (0.0, 1.0, 0.0)
+    pix0_vector: Optional[Vec3] = None     # given with -pix0_vector
+    detector_twotheta: float = 0.0
+    detector_rotx: float = 0.0
+    detector_roty: float = 0.0
+    detector_rotz: float = 0.0
+    curved_detector: bool = False
+    point_pixel: bool = False
+    detector_thick: float = 0.0            # m
+    detector_mu: float = -1.0              # 1/m
+    detector_thicksteps: int = -1
+    detector_thickstep: float = -1.0
+    roi: Optional[Tuple[int, int, int, int]] = None  # xmin xmax ymin ymax (inclusive)
+
+    # --- sampling ------------------------------------------------------------
+    oversample: int = -1
+    oversample_thick: bool = False
+    oversample_polar: bool = False
+    oversample_omega: bool = False
+
+    # --- output scaling --------------------------------------------------------
+    intfile_scale: float = 0.0
+    pgm_scale: float = 0.0
+    adc_offset: float = 40.0
+
+    # --- random seeds (user-facing numbers; C stores -N) -----------------------
+    seed: Optional[int] = None             # None: time-based, as C
+    mosaic_seed: int = 12345678
+    misset_seed: Optional[int] = None      # None: time-based, as C (not -seed)
+
+    # --- reporting -----------------------------------------------------------
+    progress: bool = True
+    printout: bool = False
+    printout_pixel: Optional[Tuple[int, int]] = None  # (fast, slow)
+    trace_pixel: Optional[Tuple[int, int]] = None     # (slow, fast)
+
+    # --- this port -------------------------------------------------------------
+    c_quirks: bool = False
+    device: str = "auto"                   # cpu | cuda | auto
+    precision: str = "double"              # double | single
+    noop_flags: Tuple[str, ...] = ()       # flags C accepts but ignores
+    quirk_hits: Tuple[str, ...] = ()       # parser-level quirks that fired
+
+    def replace(self, **changes) -> "Config":
+        """Return a copy with some fields changed (``dataclasses.replace``)."""
+        return dataclasses.replace(self, **changes)
+
+    def validate(self) -> None:
+        """Reject settings that no image can be made from (clear messages)."""
+        from .errors import NanoBraggError
+
+        if self.convention not in CONVENTIONS:
+            raise NanoBraggError("unknown detector convention %r" % self.convention)
+        if self.xtal_shape not in SHAPES:
+            raise NanoBraggError("unknown crystal shape %r" % self.xtal_shape)
+        if self.pivot not in ("BEAM", "SAMPLE"):
+            raise NanoBraggError("unknown pivot %r (use beam or sample)" % self.pivot)
+        for name in ("fpixels", "spixels"):
+            if getattr(self, name) < 0:
+                raise NanoBraggError("negative detector size: %s = %d" % (name, getattr(self, name)))
+        for name in ("detsize_f", "detsize_s", "pixel_size", "lambda0"):
+            v = getattr(self, name)
+            if not (v > 0.0) or not math.isfinite(v):
+                raise NanoBraggError("%s must be a positive number, got %g" % (name, v))
+        if self.oversample > 1000:
+            raise NanoBraggError("-oversample %d is unreasonably large" % self.oversample)
+        for name in ("Na", "Nb", "Nc"):
+            if getattr(self, name) < 0:
+                raise NanoBraggError("negative crystal size: %s = %g" % (name, getattr(self, name)))
+        if self.cell is not None:
+            a, b, c = self.cell[:3]
+            if not a > 0.0:
+                raise NanoBraggError("impossible unit cell: a = %g A (must be > 0)" % a)
+            if b < 0 or c < 0:
+                raise NanoBraggError("impossible unit cell: negative edge length (%g %g %g)" % (a, b, c))
+        if self.device not in ("cpu", "cuda", "auto"):
+            raise NanoBraggError("unknown device %r (use cpu, cuda or auto)" % self.device)
+        if self.precision not in ("double", "single"):
+            raise NanoBraggError("unknown precision %r (use double or single)" % self.precision)
+        if self.fluence < 0 or not math.isfinite(self.fluence):
+            raise NanoBraggError("fluence must be a finite positive number, got %g" % self.fluence)
+        if self.mosaic_domains > 100000:
+            raise NanoBraggError("-mosaic_domains %d is unreasonably large" % self.mosaic_domains)
+
+
+def apply_header_defaults(cfg: Config, path: str, mask: bool = False) -> None:
+    """Take detector defaults from an SMV header, as C does for -img and -mask.
+
+    C reads these headers before any flag, so every flag overrides them.  A
+    keyword is looked up as C's ``ValueOf`` does (last occurrence of the
+    text, so ``DISTANCE`` finds ``CLOSE_DISTANCE`` when both are present and
+    ``ORGX`` finds ``XDS_ORGX``).  For a mask, BEAM_CENTER_Y is measured from
+    the other edge (``detsize_s - value``), for -img it is taken as is.
+    """
+    from .io.smv import header_value, read_smv
+
+    smv = read_smv(path)
+    hv = lambda key: header_value(smv.header_text, key)  # noqa: E731
+    cfg.fpixels = smv.width
+    cfg.spixels = smv.height
+    v = hv("PIXEL_SIZE")
+    if not math.isnan(v):
+        cfg.pixel_size = v / 1000.0
+    cfg.detsize_f = cfg.pixel_size * cfg.fpixels
+    cfg.detsize_s = cfg.pixel_size * cfg.spixels
+    v = hv("DISTANCE")
+    if not math.isnan(v):
+        cfg.distance = v / 1000.0
+    v = hv("CLOSE_DISTANCE")
+    if not math.isnan(v):
+        cfg.close_distance = v / 1000.0
+    v = hv("WAVELENGTH")
+    if not math.isnan(v):
+        cfg.lambda0 = v / 1e10
+    v = hv("BEAM_CENTER_X")
+    if not math.isnan(v):
+        cfg.Xbeam = v / 1000.0
+    v = hv("BEAM_CENTER_Y")
+    if not math.isnan(v):
+        cfg.Ybeam = (cfg.detsize_s - v / 1000.0) if mask else v / 1000.0
+    v = hv("ORGX")
+    if not math.isnan(v):
+        cfg.ORGX = v
+    v = hv("ORGY")
+    if not math.isnan(v):
+        cfg.ORGY = v
+    v = hv("PHI")
+    if not math.isnan(v):
+        cfg.phi0 = v / RTD
+    v = hv("OSC_RANGE")
+    if not math.isnan(v):
+        cfg.osc = v / RTD
+    if mask:
+        cfg.maskfile = path
+    else:
+        cfg.imgfile = path
