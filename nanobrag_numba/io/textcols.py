@@ -1,0 +1,157 @@
+"""Multi-column text tables read the way nanoBragg's ``read_text_file`` reads them.
+
+Part of the bottom ``io`` layer.  The command line uses
+:func:`read_text_columns` for ``-sourcefile`` (5 columns: X Y Z weight lambda)
+and ``-stol`` (2 columns: sin(theta)/lambda, F); the simulator then fills in
+defaults for the NaN entries.  :func:`c_atof` is the C library ``atof`` used by
+both this reader and :func:`nanobrag_numba.io.smv.header_value`.
+
+C semantics reproduced here:
+
+* a line is skipped when nothing but the delimiters ``" \\t,;:!"`` precede its
+  newline;
+* every other line is one row; its fields are the runs of non-delimiter
+  characters, each converted with ``atof`` (so a non-numeric field such as
+  ``abc`` or ``#`` reads as 0.0, and ``1.5abc`` as 1.5);
+* fields beyond ``ncols`` are ignored, missing trailing fields are NaN.
+
+Deliberate difference from the C program: missing trailing fields are always
+NaN.  In C, when the last field of a line runs into the end of the line without
+a delimiter in between and is not made only of the characters
+``0123456789-+.EGeg`` (``"1.5x\n"``, ``"nan\n"``, anything before a ``"\r\n"``
+ending), or when the last line has no newline, the scan skips past the line end
+and every remaining column is set to ``atof("") = 0.0`` instead of NaN (checked
+against the C binary: a ``-sourcefile`` line ``abc 1.5x`` becomes the source
+``0 1.5 0`` with weight 0 and wavelength 0).  Here ``"\r\n"`` is also treated
+as a plain line end, so a line holding only ``"\r\n"`` is blank rather than a
+row of zeros.  Lines are not split at 10239 characters as ``fgets`` would.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+
+import numpy as np
+
+from ..errors import NanoBraggError
+
+__all__ = ["c_atof", "read_text_columns", "DELIMITERS"]
+
+#: Field separators of ``read_text_file`` in nanoBragg.c.
+DELIMITERS = " \t,;:!"
+
+_C_SPACE = " \t\n\v\f\r"
+
+_DEC_RE = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?")
+_HEX_RE = re.compile(r"([+-]?)0[xX]((?:[0-9a-fA-F]+\.?[0-9a-fA-F]*|\.[0-9a-fA-F]+)(?:[pP][+-]?\d+)?)")
+_SPECIAL_RE = re.compile(r"([+-]?)(infinity|inf|nan(?:\([0-9A-Za-z_]*\))?)", re.IGNORECASE)
+_SPLIT_RE = re.compile("[" + re.escape(DELIMITERS) + "]+")
+
+
+def c_atof(text: str) -> float:
+    """Convert the longest numeric prefix of ``text`` like C's ``atof``.
+
+    Leading C white space (space, tab, newline, vertical tab, form feed,
+    carriage return) is skipped; then a decimal number, a hexadecimal float
+    (``0x1.8p3``), ``inf``/``infinity`` or ``nan`` is read, each with an
+    optional sign.  Whatever follows the number is ignored.  If no number can be
+    read the result is 0.0, as in C; values too large for a double give
+    ``inf``.
+
+    Parameters
+    ----------
+    text : str
+        Text starting at the position ``atof`` would be given.
+
+    Returns
+    -------
+    float
+        The value ``atof`` returns in the C locale.
+
+    Examples
+    --------
+    >>> c_atof("  12.5;\\n")
+    12.5
+    >>> c_atof("1e-3abc")
+    0.001
+    >>> c_atof("abc")
+    0.0
+    """
+    pos = 0
+    n = len(text)
+    while pos < n and text[pos] in _C_SPACE:
+        pos += 1
+    m = _HEX_RE.match(text, pos)
+    if m:
+        body = m.group(2)
+        if "p" not in body.lower():
+            body += "p0"
+        try:
+            value = float.fromhex("0x" + body)
+        except OverflowError:
+            value = math.inf
+        return -value if m.group(1) == "-" else value
+    m = _SPECIAL_RE.match(text, pos)
+    if m:
+        value = math.inf if m.group(2).lower().startswith("inf") else math.nan
+        return -value if m.group(1) == "-" else value
+    m = _DEC_RE.match(text, pos)
+    if m:
+        return float(m.group(0))
+    return 0.0
+
+
+def read_text_columns(path, ncols: int) -> np.ndarray:
+    """Read a delimited numeric text file into an ``(nlines, ncols)`` array.
+
+    Implements ``read_text_file`` of nanoBragg.c (see the module docstring for
+    the exact rules): one row per non-blank line, fields separated by any run
+    of ``" \\t,;:!"``, values converted with C ``atof``, extra fields ignored,
+    missing fields NaN.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        Text file to read.
+    ncols : int
+        Number of columns to return (5 for ``-sourcefile``, 2 for ``-stol``).
+
+    Returns
+    -------
+    numpy.ndarray
+        ``float64`` array of shape ``(nlines, ncols)``.
+
+    Raises
+    ------
+    NanoBraggError
+        If the file cannot be opened or contains no data lines.
+    ValueError
+        If ``ncols`` is not a positive integer.
+    """
+    ncols = int(ncols)
+    if ncols < 1:
+        raise ValueError(f"ncols must be at least 1, got {ncols}")
+    path = os.fspath(path)
+    try:
+        with open(path, "rb") as handle:
+            raw = handle.read()
+    except OSError as exc:
+        raise NanoBraggError(f"cannot open text file {path}: {exc.strerror or exc}") from exc
+    text = raw.decode("latin-1")
+    rows = []
+    for line in text.split("\n"):
+        if line.endswith("\r"):
+            line = line[:-1]
+        body = line.lstrip(DELIMITERS)
+        if not body:
+            continue
+        row = [math.nan] * ncols
+        for i, field in enumerate(_SPLIT_RE.split(body)[:ncols]):
+            if field:
+                row[i] = c_atof(field)
+        rows.append(row)
+    if not rows:
+        raise NanoBraggError(f"no data lines in {path}: expected lines of {ncols} numbers")
+    return np.array(rows, dtype=np.float64).reshape(len(rows), ncols)
