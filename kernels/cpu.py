@@ -1,0 +1,107 @@
+"""CPU kernel: hands the pixels of the image to every core with ``prange``.
+
+The physics is :func:`nanobrag_numba.kernels.physics.render_pixel`; this
+module only decides which pixels to compute (ROI, mask) and where the
+results go.  Compiled once and cached on disk (``cache=True``), so later
+runs start without compiling.
+"""
+import math
+
+import numpy as np
+from numba import njit, prange
+
+from .physics import TRACE_FIELDS, dmin_skips, render_pixel, subpixel_position, unitize3
+
+
+@njit(inline="always")
+def pixel_is_rendered(p, mask, spixel, fpixel):
+    """C's test: inside the (inclusive) ROI and not zero in the mask."""
+    if fpixel < p.roi_xmin or fpixel > p.roi_xmax or spixel < p.roi_ymin or spixel > p.roi_ymax:
+        return False
+    if p.use_mask != 0 and mask[spixel * p.fpixels + fpixel] == 0:
+        return False
+    return True
+
+
+@njit(parallel=True, cache=True)
+def render_cpu(p, sources, rot, phi_map, phi_map_first, Fhkl, mask, out, out_oob, first, last):
+    """Render pixels ``first <= index < last`` (raster order) on all CPU cores.
+
+    Parameters
+    ----------
+    p, sources, rot, phi_map, phi_map_first, Fhkl
+        See :mod:`nanobrag_numba.kernels.physics`.
+    mask : uint16[npix]
+        Pixel mask (used when ``p.use_mask``).
+    out : float64[6, npix]
+        Rows: I, capture factor, polar factor, omega factor, background
+        factor, omega sum (see ``render_pixel``).  Pixels that are not
+        rendered get zeros.
+    out_oob : int64[npix]
+        First interpolation evaluation out of the hkl table, -1 if none.
+    first, last : int
+        The range of pixel indices to render (the whole image, or one chunk
+        of it when a progress meter is shown).
+    """
+    trace = np.zeros((1, TRACE_FIELDS))
+    for idx in prange(first, last):
+        spixel = idx // p.fpixels
+        fpixel = idx - spixel * p.fpixels
+        if not pixel_is_rendered(p, mask, spixel, fpixel):
+            for row in range(6):
+                out[row, idx] = 0.0
+            out_oob[idx] = -1
+            continue
+        I, cap, polar, omega, bg, omega_sum, oob = render_pixel(
+            p, spixel, fpixel, sources, rot, phi_map, phi_map_first, Fhkl, trace)
+        out[0, idx] = I
+        out[1, idx] = cap
+        out[2, idx] = polar
+        out[3, idx] = omega
+        out[4, idx] = bg
+        out[5, idx] = omega_sum
+        out_oob[idx] = oob
+
+
+@njit(cache=True)
+def trace_cpu(p, spixel, fpixel, sources, rot, phi_map, phi_map_first, Fhkl, trace):
+    """One pixel on one core, recording every evaluation into ``trace``.
+
+    ``p.trace_pixel`` must be the pixel's index; returns what
+    ``render_pixel`` returns.
+    """
+    return render_pixel(p, spixel, fpixel, sources, rot, phi_map, phi_map_first, Fhkl, trace)
+
+
+@njit(cache=True)
+def first_phi_loop_pixel(p, sources, mask):
+    """Index of the first pixel, in raster order, whose phi loop runs.
+
+    With ``-c_quirks`` the spindle rotation that C skips at phi = 0 carries
+    over from the previous evaluation, except in the very first phi loop of
+    the image, which uses the unrotated cell.  That loop belongs to the first
+    rendered pixel with a (layer, sub-pixel, source) that ``-dmin`` keeps.
+    Returns -1 when no pixel runs a phi loop.
+    """
+    for idx in range(p.fpixels * p.spixels):
+        spixel = idx // p.fpixels
+        fpixel = idx - spixel * p.fpixels
+        if not pixel_is_rendered(p, mask, spixel, fpixel):
+            continue
+        if p.dmin <= 0.0:
+            return idx
+        for thick_tic in range(p.thicksteps):
+            Odet = thick_tic * p.thickstep
+            for subS in range(p.oversample):
+                for subF in range(p.oversample):
+                    px, py, pz, Fdet, Sdet = subpixel_position(p, fpixel, spixel, subF, subS, Odet)
+                    dx, dy, dz, airpath = unitize3(px, py, pz)
+                    for source in range(p.nsources):
+                        lam = sources[source, 3]
+                        sx = (dx + sources[source, 0]) / lam
+                        sy = (dy + sources[source, 1]) / lam
+                        sz = (dz + sources[source, 2]) / lam
+                        stol = 0.5 * math.sqrt(sx * sx + sy * sy + sz * sz)
+                        if not dmin_skips(p, stol):
+                            return idx
+    return -1

@@ -1,0 +1,454 @@
+"""Per-pixel physics of nanoBragg, written once for the CPU and CUDA kernels.
+
+Every function here is a plain ``@njit(inline="always")`` function without
+an explicit signature: Numba compiles it into the CPU kernel (``cpu.py``)
+and numba-cuda recompiles it as a device function for the GPU kernel
+(``cuda.py``).  So: vectors are scalars or tuples, tables are arrays, the
+configuration is a NamedTuple of scalars (``KParams``, built by
+``nanobrag_numba.simulator``), nothing allocates and nothing prints.
+
+The loop in :func:`render_pixel` is the loop of ``nanoBragg.c`` (see
+../shared/REFERENCE.md): detector layer, sub-pixel, source, phi step, mosaic
+domain, with the same arithmetic in the same order, so that the float64 path
+reproduces the C program to the last bits.  Only the work that does not
+depend on the pixel is done elsewhere: the rotated cell vectors of every
+(phi step, mosaic domain) pair arrive in the table ``rot`` and the unit
+source directions in ``sources``.
+
+Arguments shared by the kernels
+-------------------------------
+p : KParams
+    Scalars (see ``KParams`` for the fields).
+sources : float64[nsources, 4]
+    Unit vector from the sample to each source (x, y, z) and its wavelength
+    (m).  The incident beam is minus that vector, as in C.
+rot : float64[nrot, mosaic_domains, 9]
+    Cell vectors a, b, c (m) after the spindle rotation of a phi step and the
+    mosaic rotation of a domain.  Entry ``nrot - 1`` is the unrotated cell
+    (used by the ``-c_quirks`` phi carry-over).
+phi_map, phi_map_first : int32[phisteps]
+    Row of ``rot`` used at each phi step (identity map unless ``-c_quirks``
+    reproduces C's phi carry-over; ``phi_map_first`` is for the very first
+    phi loop of the image).
+Fhkl : float64[h_range+1, k_range+1, l_range+1]
+    Structure factors; ``p.hkls == 0`` means no table.
+trace : float64[ntrace, TRACE_FIELDS]
+    Filled for pixel ``p.trace_pixel`` only (one row per evaluation).
+"""
+import math
+from collections import namedtuple
+
+from numba import njit
+
+SQUARE, ROUND, GAUSS, TOPHAT = 0, 1, 2, 3
+SHAPES_CODE = {"SQUARE": SQUARE, "ROUND": ROUND, "GAUSS": GAUSS, "TOPHAT": TOPHAT}
+
+KPARAMS_FIELDS = (
+    # detector
+    "fpixels", "spixels", "oversample", "pixel_size", "subpixel_size",
+    "pix0_x", "pix0_y", "pix0_z", "fdet_x", "fdet_y", "fdet_z",
+    "sdet_x", "sdet_y", "sdet_z", "odet_x", "odet_y", "odet_z",
+    "beam_x", "beam_y", "beam_z", "distance", "close_distance",
+    "curved", "point_pixel",
+    "roi_xmin", "roi_xmax", "roi_ymin", "roi_ymax", "use_mask",
+    # sensor
+    "thicksteps", "thickstep", "detector_thick", "detector_mu",
+    # sampling and factors
+    "oversample_thick", "oversample_polar", "oversample_omega",
+    "nsources", "phisteps", "mosaic_domains",
+    "kahn", "nopolar", "polar_x", "polar_y", "polar_z", "dmin",
+    # crystal
+    "shape", "Na", "Nb", "Nc", "fudge",
+    "astar_x", "astar_y", "astar_z", "bstar_x", "bstar_y", "bstar_z",
+    "cstar_x", "cstar_y", "cstar_z",
+    # structure factors
+    "interpolate", "hkls", "default_F",
+    "h_min", "h_max", "k_min", "k_max", "l_min", "l_max", "h_range", "k_range", "l_range",
+    # background
+    "I_bg", "water",
+    # C behaviours (see docs/differences.md)
+    "quirks", "first_phi_pixel", "interp_cut_pixel", "interp_cut_eval",
+    # trace
+    "trace_pixel",
+)
+KParams = namedtuple("KParams", KPARAMS_FIELDS)
+
+# fields passed as int64; every other field is float64 (a stable type keeps the on-disk cache valid)
+KPARAMS_INTS = frozenset((
+    "fpixels", "spixels", "oversample", "curved", "point_pixel",
+    "roi_xmin", "roi_xmax", "roi_ymin", "roi_ymax", "use_mask", "thicksteps",
+    "oversample_thick", "oversample_polar", "oversample_omega",
+    "nsources", "phisteps", "mosaic_domains", "nopolar", "shape", "interpolate", "hkls",
+    "h_min", "h_max", "k_min", "k_max", "l_min", "l_max", "h_range", "k_range", "l_range",
+    "quirks", "first_phi_pixel", "interp_cut_pixel", "interp_cut_eval", "trace_pixel",
+))
+
+
+def make_kparams(**values):
+    """Build a KParams with every field cast to its fixed type (int64 or float64)."""
+    missing = set(KPARAMS_FIELDS) - set(values)
+    extra = set(values) - set(KPARAMS_FIELDS)
+    if missing or extra:
+        raise TypeError("KParams: missing %s, unknown %s" % (sorted(missing), sorted(extra)))
+    return KParams(**{k: (int(v) if k in KPARAMS_INTS else float(v)) for k, v in values.items()})
+
+# columns of one trace row (one evaluation: layer, sub-pixel, source, phi, domain)
+TRACE_COLUMNS = (
+    "thick_tic", "subS", "subF", "source", "phi_tic", "mos_tic",
+    "pixel_pos_x", "pixel_pos_y", "pixel_pos_z", "airpath", "omega_pixel",
+    "diffracted_x", "diffracted_y", "diffracted_z",
+    "incident_x", "incident_y", "incident_z", "lambda",
+    "scattering_x", "scattering_y", "scattering_z",
+    "a_x", "a_y", "a_z", "b_x", "b_y", "b_z", "c_x", "c_y", "c_z",
+    "h", "k", "l", "h0", "k0", "l0",
+    "F_latt_a", "F_latt_b", "F_latt_c", "F_latt", "F_cell",
+    "I", "polar", "capture_fraction", "interpolated", "skipped",
+)
+TRACE_FIELDS = len(TRACE_COLUMNS)
+
+
+@njit(inline="always")
+def unitize3(x, y, z):
+    """Unit vector and length; a zero vector stays zero (C's ``unitize``)."""
+    mag = math.sqrt(x * x + y * y + z * z)
+    if mag != 0.0:
+        return x / mag, y / mag, z / mag, mag
+    return 0.0 * x, 0.0 * y, 0.0 * z, mag
+
+
+@njit(inline="always")
+def rotate_axis3(vx, vy, vz, ax, ay, az, phi):
+    """Rotate (vx, vy, vz) by ``phi`` about the unit axis (C's ``rotate_axis``)."""
+    sinphi = math.sin(phi)
+    cosphi = math.cos(phi)
+    d = (ax * vx + ay * vy + az * vz) * (1.0 - cosphi)
+    return (ax * d + vx * cosphi + (-az * vy + ay * vz) * sinphi,
+            ay * d + vy * cosphi + (+az * vx - ax * vz) * sinphi,
+            az * d + vz * cosphi + (-ay * vx + ax * vy) * sinphi)
+
+
+@njit(inline="always")
+def sincg(x, N):
+    """Lattice transform of N cells along one axis, ``sin(N x)/sin(x)``."""
+    if x == 0.0:
+        return N
+    return math.sin(x * N) / math.sin(x)
+
+
+@njit(inline="always")
+def sinc3(x):
+    """Transform of a sphere, ``3 (sin x / x - cos x) / x^2``; 1 at x = 0."""
+    if x == 0.0:
+        return 1.0
+    return 3.0 * (math.sin(x) / x - math.cos(x)) / (x * x)
+
+
+@njit(inline="always")
+def polarization_factor(kahn, ix, iy, iz, dx, dy, dz, ax, ay, az):
+    """Polarization factor of a diffracted ray (C's ``polarization_factor``).
+
+    Returns the factor and the diffracted unit vector as C leaves it: C
+    re-normalises ``diffracted`` in place, and the next sources of the same
+    sub-pixel use that vector.
+    """
+    ix, iy, iz, _m = unitize3(ix, iy, iz)
+    dx, dy, dz, _m = unitize3(dx, dy, dz)
+    ax, ay, az, _m = unitize3(ax, ay, az)
+    cos2theta = ix * dx + iy * dy + iz * dz
+    cos2theta_sqr = cos2theta * cos2theta
+    sin2theta_sqr = 1 - cos2theta_sqr
+    psi = 0.0
+    if kahn != 0.0:
+        bx = ay * iz - az * iy
+        by = az * ix - ax * iz
+        bz = ax * iy - ay * ix
+        bx, by, bz, _m = unitize3(bx, by, bz)
+        ex = iy * bz - iz * by
+        ey = iz * bx - ix * bz
+        ez = ix * by - iy * bx
+        ex, ey, ez, _m = unitize3(ex, ey, ez)
+        e_out = dx * ex + dy * ey + dz * ez
+        b_out = dx * bx + dy * by + dz * bz
+        psi = -math.atan2(b_out, e_out)
+    return 0.5 * (1.0 + cos2theta_sqr - kahn * math.cos(2 * psi) * sin2theta_sqr), dx, dy, dz
+
+
+@njit(inline="always")
+def polint(x0, x1, x2, x3, y0, y1, y2, y3, x):
+    """Cubic Lagrange polynomial through four points, at x (C's ``polint``)."""
+    t0 = (x - x1) * (x - x2) * (x - x3) * y0 / ((x0 - x1) * (x0 - x2) * (x0 - x3))
+    t1 = (x - x0) * (x - x2) * (x - x3) * y1 / ((x1 - x0) * (x1 - x2) * (x1 - x3))
+    t2 = (x - x0) * (x - x1) * (x - x3) * y2 / ((x2 - x0) * (x2 - x1) * (x2 - x3))
+    t3 = (x - x0) * (x - x1) * (x - x2) * y3 / ((x3 - x0) * (x3 - x1) * (x3 - x2))
+    return t0 + t1 + t2 + t3
+
+
+@njit(inline="always")
+def _interp_row(Fhkl, hi, ki, li, l0d, l):
+    return polint(l0d - 1.0, l0d, l0d + 1.0, l0d + 2.0,
+                  Fhkl[hi, ki, li], Fhkl[hi, ki, li + 1], Fhkl[hi, ki, li + 2], Fhkl[hi, ki, li + 3], l)
+
+
+@njit(inline="always")
+def _interp_plane(Fhkl, hi, ki, li, k0d, l0d, k, l):
+    return polint(k0d - 1.0, k0d, k0d + 1.0, k0d + 2.0,
+                  _interp_row(Fhkl, hi, ki, li, l0d, l),
+                  _interp_row(Fhkl, hi, ki + 1, li, l0d, l),
+                  _interp_row(Fhkl, hi, ki + 2, li, l0d, l),
+                  _interp_row(Fhkl, hi, ki + 3, li, l0d, l), k)
+
+
+@njit(inline="always")
+def polin3(Fhkl, h_min, k_min, l_min, h, k, l):
+    """Tricubic interpolation of F at fractional (h, k, l) (C's ``polin3``).
+
+    Uses the 4x4x4 block of the table around (floor(h), floor(k), floor(l));
+    the caller has checked that it lies inside the table.
+    """
+    h0 = math.floor(h)
+    k0 = math.floor(k)
+    l0 = math.floor(l)
+    hi = int(h0) - 1 - h_min
+    ki = int(k0) - 1 - k_min
+    li = int(l0) - 1 - l_min
+    return polint(h0 - 1.0, h0, h0 + 1.0, h0 + 2.0,
+                  _interp_plane(Fhkl, hi, ki, li, k0, l0, k, l),
+                  _interp_plane(Fhkl, hi + 1, ki, li, k0, l0, k, l),
+                  _interp_plane(Fhkl, hi + 2, ki, li, k0, l0, k, l),
+                  _interp_plane(Fhkl, hi + 3, ki, li, k0, l0, k, l), h)
+
+
+@njit(inline="always")
+def interp_out_of_range(p, h, k, l):
+    """True where the 4x4x4 interpolation block leaves the hkl table (as C tests it)."""
+    return (((h - p.h_min + 3) > p.h_range) or (h - 2 < p.h_min)
+            or ((k - p.k_min + 3) > p.k_range) or (k - 2 < p.k_min)
+            or ((l - p.l_min + 3) > p.l_range) or (l - 2 < p.l_min))
+
+
+@njit(inline="always")
+def nearest_F(p, Fhkl, h0, k0, l0):
+    """Structure factor of the nearest hkl, ``default_F`` outside the table."""
+    if (p.hkls != 0 and h0 <= p.h_max and h0 >= p.h_min and k0 <= p.k_max and k0 >= p.k_min
+            and l0 <= p.l_max and l0 >= p.l_min):
+        return Fhkl[h0 - p.h_min, k0 - p.k_min, l0 - p.l_min]
+    return p.default_F
+
+
+@njit(inline="always")
+def lattice_factor(p, h, k, l, h0, k0, l0):
+    """F_latt and its three axis factors for the crystal shape of ``p``."""
+    fa = 1.0
+    fb = 1.0
+    fc = 1.0
+    if p.shape == SQUARE:
+        F_latt = 1.0
+        if p.Na > 1:
+            fa = sincg(math.pi * h, p.Na)
+            F_latt *= fa
+        if p.Nb > 1:
+            fb = sincg(math.pi * k, p.Nb)
+            F_latt *= fb
+        if p.Nc > 1:
+            fc = sincg(math.pi * l, p.Nc)
+            F_latt *= fc
+        return F_latt, fa, fb, fc
+    dh = h - h0
+    dk = k - k0
+    dl = l - l0
+    if p.shape == ROUND:
+        hrad_sqr = dh * dh * p.Na * p.Na + dk * dk * p.Nb * p.Nb + dl * dl * p.Nc * p.Nc
+        return p.Na * p.Nb * p.Nc * 0.723601254558268 * sinc3(math.pi * math.sqrt(hrad_sqr * p.fudge)), fa, fb, fc
+    dx = dh * p.astar_x + dk * p.bstar_x + dl * p.cstar_x
+    dy = dh * p.astar_y + dk * p.bstar_y + dl * p.cstar_y
+    dz = dh * p.astar_z + dk * p.bstar_z + dl * p.cstar_z
+    rad_star_sqr = (dx * dx + dy * dy + dz * dz) * p.Na * p.Na * p.Nb * p.Nb * p.Nc * p.Nc
+    if p.shape == GAUSS:
+        return p.Na * p.Nb * p.Nc * math.exp(-(rad_star_sqr / 0.63 * p.fudge)), fa, fb, fc
+    inside = 1.0 if rad_star_sqr * p.fudge < 0.3969 else 0.0
+    return p.Na * p.Nb * p.Nc * inside, fa, fb, fc
+
+
+@njit(inline="always")
+def subpixel_position(p, fpixel, spixel, subF, subS, Odet):
+    """Position (m) of a sub-pixel of a detector layer, and its Fdet, Sdet."""
+    Fdet = p.subpixel_size * (fpixel * p.oversample + subF) + p.subpixel_size / 2.0
+    Sdet = p.subpixel_size * (spixel * p.oversample + subS) + p.subpixel_size / 2.0
+    px = Fdet * p.fdet_x + Sdet * p.sdet_x + Odet * p.odet_x + p.pix0_x
+    py = Fdet * p.fdet_y + Sdet * p.sdet_y + Odet * p.odet_y + p.pix0_y
+    pz = Fdet * p.fdet_z + Sdet * p.sdet_z + Odet * p.odet_z + p.pix0_z
+    if p.curved != 0:
+        vx = p.distance * p.beam_x
+        vy = p.distance * p.beam_y
+        vz = p.distance * p.beam_z
+        nx, ny, nz = rotate_axis3(vx, vy, vz, p.sdet_x, p.sdet_y, p.sdet_z, py / p.distance)
+        px, py, pz = rotate_axis3(nx, ny, nz, p.fdet_x, p.fdet_y, p.fdet_z, pz / p.distance)
+    return px, py, pz, Fdet, Sdet
+
+
+@njit(inline="always")
+def dmin_skips(p, stol):
+    """True where ``-dmin`` drops a contribution (resolution finer than dmin)."""
+    return p.dmin > 0.0 and stol > 0.0 and p.dmin > 0.5 / stol
+
+
+@njit(inline="always")
+def _trace_row(trace, n, start, values):
+    """Write a tuple of floats into row ``n`` of the trace, from column ``start``."""
+    for i in range(len(values)):
+        trace[n, start + i] = values[i]
+
+
+@njit(inline="always")
+def render_pixel(p, spixel, fpixel, sources, rot, phi_map, phi_map_first, Fhkl, trace):
+    """Photons at one pixel before the final scale, following nanoBragg.c.
+
+    Returns
+    -------
+    I : float
+        Sum of F_cell^2 F_latt^2 (times the per-contribution factors that
+        are applied inside the loops); with ``-c_quirks`` it starts at the
+        water background as in C.
+    cap, polar, omega : float
+        The factors still to apply after ``r_e^2 fluence I / steps`` (1.0
+        where they were applied per contribution).
+    bg : float
+        Factor of the water background photons ``I_bg`` for this pixel
+        (0 with ``-c_quirks``, where the background is inside I).
+    omega_sum : float
+        Sum of the solid angle over sub-pixels and layers (C's statistics).
+    first_oob : int
+        Index of the first evaluation whose interpolation block left the
+        hkl table, -1 if none (for ``-c_quirks`` and the warning).
+    """
+    imgidx = spixel * p.fpixels + fpixel
+    quirks = p.quirks != 0
+    I = p.I_bg if quirks else 0.0
+    polar = 1.0 if p.nopolar != 0 else 0.0
+    omega_pixel = 0.0
+    capture = 0.0
+    omega_sum = 0.0
+    polar_bg = -1.0
+    omega_bg = 0.0
+    capture_bg = 0.0
+    first_oob = -1
+    evaluation = 0
+    ntrace = 0
+    tracing = imgidx == p.trace_pixel
+    loop_seen = imgidx != p.first_phi_pixel
+    thick_weighted = (not quirks) and p.detector_thick > 0.0 and p.oversample_thick == 0
+    for thick_tic in range(p.thicksteps):
+        Odet = thick_tic * p.thickstep
+        capture = 0.0
+        if p.detector_thick == 0.0:
+            capture = 1.0
+        for subS in range(p.oversample):
+            for subF in range(p.oversample):
+                px, py, pz, Fdet, Sdet = subpixel_position(p, fpixel, spixel, subF, subS, Odet)
+                dx, dy, dz, airpath = unitize3(px, py, pz)
+                if omega_pixel == 0.0 or p.oversample_omega != 0:
+                    omega_pixel = p.pixel_size * p.pixel_size / airpath / airpath * p.close_distance / airpath
+                    if p.point_pixel != 0:
+                        omega_pixel = 1.0 / airpath / airpath
+                    if omega_bg == 0.0:
+                        omega_bg = omega_pixel
+                omega_sum += omega_pixel
+                if capture == 0.0 or p.oversample_thick != 0:
+                    parallax = dx * p.odet_x + dy * p.odet_y + dz * p.odet_z
+                    capture = (math.exp(-thick_tic * p.thickstep * p.detector_mu / parallax)
+                               - math.exp(-(thick_tic + 1) * p.thickstep * p.detector_mu / parallax))
+                    if subS == 0 and subF == 0:
+                        capture_bg += capture
+                for source in range(p.nsources):
+                    ix = -sources[source, 0]
+                    iy = -sources[source, 1]
+                    iz = -sources[source, 2]
+                    lam = sources[source, 3]
+                    sx = (dx - ix) / lam
+                    sy = (dy - iy) / lam
+                    sz = (dz - iz) / lam
+                    stol = 0.5 * math.sqrt(sx * sx + sy * sy + sz * sz)
+                    if dmin_skips(p, stol):
+                        continue
+                    if polar == 0.0 or p.oversample_polar != 0:
+                        polar, dx, dy, dz = polarization_factor(p.kahn, ix, iy, iz, dx, dy, dz,
+                                                                p.polar_x, p.polar_y, p.polar_z)
+                        if polar_bg < 0.0:
+                            polar_bg = polar
+                    for phi_tic in range(p.phisteps):
+                        r = phi_map[phi_tic] if loop_seen else phi_map_first[phi_tic]
+                        for mos_tic in range(p.mosaic_domains):
+                            ax = rot[r, mos_tic, 0]
+                            ay = rot[r, mos_tic, 1]
+                            az = rot[r, mos_tic, 2]
+                            bx = rot[r, mos_tic, 3]
+                            by = rot[r, mos_tic, 4]
+                            bz = rot[r, mos_tic, 5]
+                            cx = rot[r, mos_tic, 6]
+                            cy = rot[r, mos_tic, 7]
+                            cz = rot[r, mos_tic, 8]
+                            h = ax * sx + ay * sy + az * sz
+                            k = bx * sx + by * sy + bz * sz
+                            l = cx * sx + cy * sy + cz * sz
+                            h0 = int(math.ceil(h - 0.5))
+                            k0 = int(math.ceil(k - 0.5))
+                            l0 = int(math.ceil(l - 0.5))
+                            F_latt, fa, fb, fc = lattice_factor(p, h, k, l, h0, k0, l0)
+                            skipped = F_latt == 0.0 and p.water == 0
+                            F_cell = 0.0
+                            interpolated = False
+                            if not skipped:
+                                if p.interpolate != 0 and (
+                                        imgidx < p.interp_cut_pixel
+                                        or (imgidx == p.interp_cut_pixel and evaluation < p.interp_cut_eval)):
+                                    if interp_out_of_range(p, h, k, l):
+                                        if first_oob < 0:
+                                            first_oob = evaluation
+                                        F_cell = nearest_F(p, Fhkl, h0, k0, l0)
+                                    else:
+                                        F_cell = polin3(Fhkl, p.h_min, p.k_min, p.l_min, h, k, l)
+                                        interpolated = True
+                                else:
+                                    F_cell = nearest_F(p, Fhkl, h0, k0, l0)
+                                if quirks:
+                                    I += F_cell * F_cell * F_latt * F_latt
+                                    if p.oversample_thick != 0:
+                                        I *= capture
+                                    if p.oversample_polar != 0:
+                                        I *= polar
+                                    if p.oversample_omega != 0:
+                                        I *= omega_pixel
+                                else:
+                                    term = F_cell * F_cell * F_latt * F_latt
+                                    if thick_weighted or p.oversample_thick != 0:
+                                        term *= capture
+                                    if p.oversample_polar != 0:
+                                        term *= polar
+                                    if p.oversample_omega != 0:
+                                        term *= omega_pixel
+                                    I += term
+                            if tracing and ntrace < trace.shape[0]:
+                                _trace_row(trace, ntrace, 0,
+                                           (float(thick_tic), float(subS), float(subF), float(source),
+                                            float(phi_tic), float(mos_tic), px, py, pz, airpath, omega_pixel))
+                                _trace_row(trace, ntrace, 11, (dx, dy, dz, ix, iy, iz, lam, sx, sy, sz))
+                                _trace_row(trace, ntrace, 21, (ax, ay, az, bx, by, bz, cx, cy, cz))
+                                _trace_row(trace, ntrace, 30, (h, k, l, float(h0), float(k0), float(l0),
+                                                               fa, fb, fc, F_latt, F_cell))
+                                _trace_row(trace, ntrace, 41, (I, polar, capture, 1.0 if interpolated else 0.0,
+                                                               1.0 if skipped else 0.0))
+                                ntrace += 1
+                            evaluation += 1
+                    loop_seen = True
+    cap_f = 1.0
+    if p.oversample_thick == 0 and (quirks or p.detector_thick == 0.0):
+        cap_f = capture
+    polar_f = 1.0 if p.oversample_polar != 0 else polar
+    omega_f = 1.0 if p.oversample_omega != 0 else omega_pixel
+    bg = 0.0
+    if not quirks and p.water != 0:
+        if polar_bg < 0.0:
+            polar_bg = polar
+        cap_bg = 1.0 if p.detector_thick == 0.0 else capture_bg
+        bg = polar_bg * omega_bg * cap_bg
+    return I, cap_f, polar_f, omega_f, bg, omega_sum, first_oob

@@ -1,0 +1,27 @@
+"""nanobrag-numba: nanoBragg's diffraction images from Numba CPU and CUDA kernels.
+
+Command line: ``nanobrag-numba`` (or ``nanoBragg``) takes the C program's
+flags and writes the C program's files.  Python::
+
+    import nanobrag_numba as nb
+    cfg = nb.config_from_flags("-hkl P1.hkl -cell 40 42 45 90 90 90 -N 5 -detpixels 64")
+    result = nb.simulate(cfg)            # float32 image in result.floatimage
+
+Heavy modules (Numba kernels) are imported on first use.
+"""
+__version__ = "0.1.0"
+
+__all__ = ["Config", "config_from_flags", "simulate", "Simulator", "NanoBraggError", "__version__"]
+
+
+def __getattr__(name):
+    if name == "Config":
+        from .config import Config
+        return Config
+    if name == "NanoBraggError":
+        from .errors import NanoBraggError
+        return NanoBraggError
+    if name in ("config_from_flags", "simulate", "Simulator"):
+        from . import api
+        return getattr(api, name)
+    raise AttributeError("module 'nanobrag_numba' has no attribute %r" % name)

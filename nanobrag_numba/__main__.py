@@ -1,0 +1,6 @@
+"""``python -m nanobrag_numba FLAGS``: the same as the ``nanobrag-numba`` command."""
+import sys
+
+from .cli import main
+
+sys.exit(main())

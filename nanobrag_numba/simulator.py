@@ -1,0 +1,698 @@
+"""From a Config to an image: set-up, kernel call, the single /steps scale.
+
+``prepare`` repeats nanoBragg.c's set-up in C's order (and prints C's lines):
+sampling defaults, detector, crystal, structure factors, sources, mosaic
+domains.  It tabulates everything that does not depend on the pixel (source
+directions, cell vectors per phi step and domain, the HKL table) and packs
+the scalars into ``KParams`` for the kernels.  ``render`` runs a kernel
+(CPU or CUDA, see ``backends.py``), then applies the one normalisation
+``r_e^2 fluence I / steps`` times the per-pixel factors, and adds the water
+background.  ``write_outputs`` writes C's four files and prints C's
+statistics.  Nothing here loops over pixels.
+"""
+from __future__ import annotations
+
+import math
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Callable, List, Optional, Tuple
+
+import numpy as np
+
+from . import crystal as X
+from .config import RTD, Config
+from .errors import NanoBraggError
+from .geometry import Detector, setup_detector, smv_header_values
+
+R_E_SQR = 7.94079248018965e-30
+AVOGADRO = 6.02214179e23
+WATER_F = 2.57
+WATER_MW = 18.0
+BANNER = "nanoBragg nanocrystal diffraction simulator - James Holton and Ken Frankel 5-17-17"
+INT_BIG = 2 ** 62
+
+QUIRK_NOTES = {
+    "phi0_carryover": "the cell is rotated at every phi step, also at phi = 0 (C keeps the previous rotation there)",
+    "oversample_running_multiply": "each contribution is multiplied once by its -oversample_* factors "
+                                   "(C multiplies the running sum again after every contribution)",
+    "thick_last_layer_capture": "each sensor layer is weighted by its own capture fraction and the layers "
+                                "are thick/layers apart (C uses the last layer's fraction for all)",
+    "interpolate_global_disable": "interpolation falls back to the nearest hkl only where the 4x4x4 block "
+                                  "leaves the table (C switches it off for the rest of the image)",
+    "water_double_scaling": "the water background is I_bg * polar * omega, linear in fluence and "
+                            "independent of the sampling steps (C scales it by fluence again and 1/steps)",
+    "twotheta_axis_substring": "-twotheta_axis only sets the axis (C's parser also reads it as -twotheta)",
+    "misset_seed_substring": "-misset_seed only sets the seed (C's parser also reads it as -misset)",
+    "pix0_vector_ignored": "-pix0_vector sets the detector origin (C ignores the vector)",
+}
+
+
+@dataclass
+class Sampling:
+    """Step counts and ranges after C's defaulting logic."""
+
+    phisteps: int
+    phistep: float
+    osc: float
+    hdivrange: float
+    hdivstep: float
+    hdivsteps: int
+    vdivrange: float
+    vdivstep: float
+    vdivsteps: int
+    dispersion: float
+    dispstep: float
+    dispsteps: int
+    thick: float
+    thickstep: float
+    thicksteps: int
+    mu: float
+    mosaic_spread: float
+    mosaic_domains: int
+
+
+def _steps_logic(steps, rng, step, none_range):
+    """C's defaulting of (range, step, steps) for divergence and dispersion."""
+    if steps <= 0:
+        if rng < 0.0:
+            if step <= 0.0:
+                return 0.0, 0.0, 1
+            return step, step, 2
+        if step <= 0.0:
+            return rng, rng, 2
+        return rng, step, int(math.ceil(rng / step))
+    if rng < 0.0:
+        if step <= 0.0:
+            rng = none_range
+            return rng, rng / steps, steps
+        return step, step, 2
+    if step <= 0.0:
+        if steps <= 1:
+            steps = 2
+        return rng, rng / (steps - 1), steps
+    return rng, step, steps
+
+
+def resolve_sampling(cfg: Config, log, notes) -> Sampling:
+    """C's default logic for phi, divergence, dispersion, sensor layers and mosaic."""
+    phisteps, osc, phistep = cfg.phisteps, cfg.osc, cfg.phistep
+    if phisteps < 0:
+        if osc < 0.0:
+            if phistep <= 0.0:
+                phisteps, osc, phistep = 1, 0.0, 0.0
+            else:
+                osc, phisteps = phistep, 2
+        else:
+            if phistep <= 0.0:
+                phisteps, phistep = 2, osc / 2.0
+            else:
+                phisteps = int(math.ceil(osc / phistep))
+    else:
+        if phisteps == 0:
+            phisteps = 1
+        if osc < 0.0:
+            if phistep <= 0.0:
+                osc = 1.0 / RTD
+                phistep = osc / phisteps
+            else:
+                osc, phisteps = phistep, 2
+        else:
+            if phistep < 0.0:
+                phistep = osc / phisteps
+    hdivrange, hdivstep, hdivsteps = _steps_logic(cfg.hdivsteps, cfg.hdivrange, cfg.hdivstep, 1.0)
+    vdivrange, vdivstep, vdivsteps = _steps_logic(cfg.vdivsteps, cfg.vdivrange, cfg.vdivstep, 1.0)
+    dispersion, dispstep, dispsteps = _steps_logic(cfg.dispsteps, cfg.dispersion, -1.0, 1.0)
+
+    thick, mu, nthick = cfg.detector_thick, cfg.detector_mu, cfg.detector_thicksteps
+    if cfg.c_quirks:
+        _, thickstep, thicksteps = _steps_logic(nthick, thick, -1.0, 0.5e-6)
+        if nthick <= 0 and thick >= 0.0:
+            thickstep = thick / 2  # C: range given, no steps: two layers, thick/2 apart
+    else:
+        thicksteps = nthick if nthick > 0 else 2
+        thickstep = thick / thicksteps if thick > 0.0 else 0.0
+    if thick > 0.0 and mu < 0.0:
+        mu = 1.0 / thick
+        log("WARNING: setting detector attenuation depth to %g m" % mu)
+
+    spread, domains = cfg.mosaic_spread, cfg.mosaic_domains
+    if domains <= 0:
+        if spread < 0.0:
+            domains, spread = 1, 0.0
+        elif spread == 0.0:
+            domains = 1
+        else:
+            log("WARNING: finite mosaicity with only one domain! upping to 10 mosaic domains")
+            domains = 10
+    else:
+        if spread < 0.0:
+            log("WARNING: no mosaic spread specified.  setting mosaic_domains = 1")
+            spread, domains = 0.0, 1
+        elif spread == 0.0:
+            log("WARNING: zero mosaic spread specified.  setting mosaic_domains = 1")
+            domains = 1
+
+    if hdivrange <= 0.0 or hdivstep <= 0.0 or hdivsteps <= 0:
+        hdivsteps, hdivrange, hdivstep = 1, 0.0, 0.0
+    if vdivrange <= 0.0 or vdivstep <= 0.0 or vdivsteps <= 0:
+        vdivsteps, vdivrange, vdivstep = 1, 0.0, 0.0
+    if dispersion <= 0.0 or dispstep <= 0.0 or dispsteps <= 0:
+        dispsteps, dispersion, dispstep = 1, 0.0, 0.0
+    if thick <= 0.0 or thickstep <= 0.0 or thicksteps <= 0:
+        if thick <= 0.0 and (nthick > 0 or cfg.detector_mu >= 0.0) and not cfg.c_quirks:
+            what = "-detector_thicksteps" if nthick > 0 else "-detector_abs"
+            notes.append(("noop_flags", "%s has no effect without -detector_thick" % what))
+        thicksteps, thick, thickstep = 1, 0.0, 0.0
+    return Sampling(phisteps, phistep, osc, hdivrange, hdivstep, hdivsteps, vdivrange, vdivstep, vdivsteps,
+                    dispersion, dispstep, dispsteps, thick, thickstep, thicksteps, mu, spread, domains)
+
+
+@dataclass
+class Prepared:
+    """Everything a kernel needs for one image, and what the outputs need."""
+
+    cfg: Config
+    det: Detector
+    crystal: X.Crystal
+    sampling: Sampling
+    oversample: int
+    fluence: float
+    steps: int
+    I_bg: float
+    sources: np.ndarray
+    rot: np.ndarray
+    phi_map: np.ndarray
+    phi_map_first: np.ndarray
+    phis: list
+    Fhkl: np.ndarray
+    hkl_bounds: tuple
+    hkls: int
+    mask: np.ndarray
+    params: object
+    crand: object
+    notes: list = field(default_factory=list)
+    interpolate: bool = False
+
+
+def _seed_now():
+    return int(time.time())
+
+
+def prepare(cfg: Config, log: Callable[[str], None] = print, crand=None) -> Prepared:
+    """Set up one image as nanoBragg.c does, printing C's lines through ``log``.
+
+    Parameters
+    ----------
+    cfg : Config
+    log : callable
+        Called with each line of C's set-up report (``print`` on the command
+        line; a no-op for quiet API use).
+    crand : CRandom, optional
+        Shared state of C's generators (a new one by default).
+    """
+    from .crand import CRandom
+    from .kernels.physics import SHAPES_CODE, make_kparams
+    from .sources import build_sources
+
+    cfg.validate()
+    now = _seed_now()
+    cfg = cfg.replace(seed=cfg.seed if cfg.seed is not None else now,
+                      misset_seed=cfg.misset_seed if cfg.misset_seed is not None else now)
+    notes: List[tuple] = []
+    crand = crand if crand is not None else CRandom()
+    if not cfg.c_quirks:
+        for q in dict.fromkeys(cfg.quirk_hits):
+            notes.append((q, QUIRK_NOTES[q]))
+
+    # fluence from flux; the beam clips the sample
+    fluence, flux, exposure, beamsize = cfg.fluence, cfg.flux, cfg.exposure, cfg.beamsize
+    sample_y, sample_z = cfg.sample_y, cfg.sample_z
+    if flux != 0.0 and exposure > 0.0 and beamsize >= 0:
+        if beamsize == 0.0:
+            raise NanoBraggError("-beamsize 0 with -flux gives an infinite fluence")
+        fluence = flux * exposure / beamsize / beamsize
+    if beamsize >= 0:
+        if beamsize < sample_y:
+            log("WARNING: clipping sample (%g m high) with beam (%g m)" % (sample_y, beamsize))
+            sample_y = beamsize
+        if beamsize < sample_z:
+            log("WARNING: clipping sample (%g m wide) with beam (%g m)" % (sample_z, beamsize))
+            sample_z = beamsize
+    cfg_eff = cfg.replace(sample_y=sample_y, sample_z=sample_z)
+
+    import os
+    dump_exists = cfg.hklfile is None and os.path.exists(cfg.dumpfile)
+    sampling_box = []
+
+    def after_axes():
+        # C prints its banner once the axes are set, checks its inputs, then picks the sampling
+        log(BANNER)
+        if cfg.hklfile is None and not dump_exists and cfg.default_F == 0.0:
+            raise NanoBraggError("no structure factors: give -hkl FILE, keep a %s from an earlier run in "
+                                 "this directory, or set -default_F" % cfg.dumpfile)
+        if cfg.cell is None and cfg.matfile is None:
+            raise NanoBraggError("no unit cell: give -cell a b c alpha beta gamma or -mat FILE")
+        sampling_box.append(resolve_sampling(cfg_eff, log, notes))
+
+    det = setup_detector(cfg_eff, log, notes, between=after_axes)
+    sampling = sampling_box[0]
+
+    interpolate = cfg.interpolate
+    if interpolate is None:
+        if cfg.Na <= 2 or cfg.Nb <= 2 or cfg.Nc <= 2:
+            log("auto-selected tricubic interpolation of structure factors")
+            interpolate = True
+        else:
+            log("auto-selected no interpolation")
+            interpolate = False
+
+    xtal, oversample = X.build_crystal(cfg_eff, crand, cfg.lambda0, det.distance, det.pixel_size, log)
+
+    table = _load_structure_factors(cfg, log)
+    if table is None or table.hkls == 0:
+        interpolate = False
+    if cfg.stolfile is not None:
+        from .io.textcols import read_text_columns
+        log("reading %s" % cfg.stolfile)
+        read_text_columns(cfg.stolfile, 2)
+
+    for t in range(sampling.thicksteps):
+        log("thick%d = %g um" % (t, sampling.thickstep * t * 1e6))
+    phis = X.phi_angles(cfg.phi0, sampling.phistep, sampling.phisteps)
+    for t, phi in enumerate(phis):
+        log("phi%d = %g" % (t, phi * RTD))
+
+    sources, weights, divsteps = build_sources(
+        cfg.sourcefile, det.beam, det.polar, det.vert, cfg.lambda0,
+        (sampling.hdivrange, sampling.hdivstep, sampling.hdivsteps,
+         sampling.vdivrange, sampling.vdivstep, sampling.vdivsteps),
+        (sampling.dispersion, sampling.dispstep, sampling.dispsteps), cfg.round_div, log)
+    if cfg.sourcefile is not None and len(np.unique(weights)) > 1:
+        notes.append(("source_weights_ignored",
+                      "the weight column of %s is not used: every source counts equally, as in C"
+                      % cfg.sourcefile))
+
+    umats = crand.mosaic_umats(sampling.mosaic_spread, sampling.mosaic_domains, cfg.mosaic_seed)
+    log("  created a total of %d mosaic domains" % sampling.mosaic_domains)
+
+    nsources = sources.shape[0]
+    steps = nsources * sampling.mosaic_domains * sampling.phisteps * oversample * oversample
+    rot = X.rotation_table(xtal, det.spindle, phis, sampling.mosaic_spread, umats)
+    phi_map, phi_map_first = X.phi_maps(phis, cfg.c_quirks)
+    if not cfg.c_quirks and len(phis) > 1 and any(p == 0.0 for p in phis) and any(p != 0.0 for p in phis):
+        notes.append(("phi0_carryover", QUIRK_NOTES["phi0_carryover"]))
+
+    _print_summary(cfg, det, xtal, sampling, table, fluence, oversample, divsteps, nsources, log)
+
+    I_bg = (WATER_F * WATER_F * R_E_SQR * fluence * cfg.water_size * cfg.water_size * cfg.water_size
+            * 1e6 * AVOGADRO / WATER_MW)
+    mask = _load_mask(cfg, det)
+    _collect_notes(cfg, sampling, oversample, nsources, notes)
+
+    if table is not None and table.hkls != 0:
+        Fhkl = np.ascontiguousarray(table.F, dtype=np.float64)
+        bounds = (table.h_min, table.h_max, table.k_min, table.k_max, table.l_min, table.l_max)
+        hkls = table.hkls
+    else:
+        Fhkl = np.zeros((1, 1, 1))
+        bounds = (0, 0, 0, 0, 0, 0)
+        hkls = 0
+    h_min, h_max, k_min, k_max, l_min, l_max = bounds
+    ps = det.pixel_size
+    a_s, b_s, c_s = xtal.a_star, xtal.b_star, xtal.c_star
+    polar_axis = _polar_axis_after_unitize(det.polar)
+    params = make_kparams(
+        fpixels=det.fpixels, spixels=det.spixels, oversample=oversample, pixel_size=ps,
+        subpixel_size=ps / oversample,
+        pix0_x=det.pix0[0], pix0_y=det.pix0[1], pix0_z=det.pix0[2],
+        fdet_x=det.fdet[0], fdet_y=det.fdet[1], fdet_z=det.fdet[2],
+        sdet_x=det.sdet[0], sdet_y=det.sdet[1], sdet_z=det.sdet[2],
+        odet_x=det.odet[0], odet_y=det.odet[1], odet_z=det.odet[2],
+        beam_x=det.beam[0], beam_y=det.beam[1], beam_z=det.beam[2],
+        distance=det.distance, close_distance=det.close_distance,
+        curved=cfg.curved_detector, point_pixel=cfg.point_pixel,
+        roi_xmin=det.roi[0], roi_xmax=det.roi[1], roi_ymin=det.roi[2], roi_ymax=det.roi[3],
+        use_mask=mask is not None,
+        thicksteps=sampling.thicksteps, thickstep=sampling.thickstep, detector_thick=sampling.thick,
+        detector_mu=sampling.mu,
+        oversample_thick=cfg.oversample_thick, oversample_polar=cfg.oversample_polar,
+        oversample_omega=cfg.oversample_omega,
+        nsources=nsources, phisteps=sampling.phisteps, mosaic_domains=sampling.mosaic_domains,
+        kahn=cfg.polarization, nopolar=cfg.nopolar,
+        polar_x=polar_axis[0], polar_y=polar_axis[1], polar_z=polar_axis[2], dmin=cfg.dmin,
+        shape=SHAPES_CODE[cfg.xtal_shape], Na=xtal.Na, Nb=xtal.Nb, Nc=xtal.Nc, fudge=cfg.fudge,
+        astar_x=a_s[0], astar_y=a_s[1], astar_z=a_s[2], bstar_x=b_s[0], bstar_y=b_s[1], bstar_z=b_s[2],
+        cstar_x=c_s[0], cstar_y=c_s[1], cstar_z=c_s[2],
+        interpolate=interpolate, hkls=hkls, default_F=cfg.default_F,
+        h_min=h_min, h_max=h_max, k_min=k_min, k_max=k_max, l_min=l_min, l_max=l_max,
+        h_range=h_max - h_min + 1, k_range=k_max - k_min + 1, l_range=l_max - l_min + 1,
+        I_bg=I_bg, water=cfg.water_size,
+        quirks=cfg.c_quirks, first_phi_pixel=-1, interp_cut_pixel=INT_BIG, interp_cut_eval=INT_BIG,
+        trace_pixel=-1)
+    prep = Prepared(cfg=cfg, det=det, crystal=xtal, sampling=sampling, oversample=oversample,
+                    fluence=fluence, steps=steps, I_bg=I_bg, sources=sources, rot=rot, phi_map=phi_map,
+                    phi_map_first=phi_map_first, phis=phis, Fhkl=Fhkl, hkl_bounds=bounds, hkls=hkls,
+                    mask=mask if mask is not None else np.zeros(1, dtype=np.uint16), params=params,
+                    crand=crand, notes=notes, interpolate=interpolate)
+    if cfg.c_quirks and sampling.phisteps > 1:
+        from .kernels.cpu import first_phi_loop_pixel
+        first = first_phi_loop_pixel(params, sources, prep.mask)
+        prep.params = params._replace(first_phi_pixel=first)
+    return prep
+
+
+def _polar_axis_after_unitize(axis):
+    """The E-vector as C leaves it after re-normalising it in every call."""
+    from . import vectors as V
+    for _ in range(4):
+        new, _m = V.unitize(axis)
+        if new == axis:
+            break
+        axis = new
+    return axis
+
+
+def _load_structure_factors(cfg: Config, log):
+    from .io import hkl as hklio
+    if cfg.hklfile is None:
+        import os
+        if os.path.exists(cfg.dumpfile):
+            log("reading Fs from %s" % cfg.dumpfile)
+            return hklio.read_fdump(cfg.dumpfile)
+        return None
+    log("counting entries in %s" % cfg.hklfile)
+    if cfg.default_F != 0.0:
+        log("initializing to default_F = %g:" % cfg.default_F)
+        log("done initializing:")
+    table = hklio.read_hkl(cfg.hklfile, default_F=cfg.default_F)
+    log("re-reading %s" % cfg.hklfile)
+    try:
+        hklio.write_fdump(cfg.dumpfile, table)
+        log("writing dump file for next time: %s" % cfg.dumpfile)
+    except NanoBraggError:
+        log("WARNING: unable to open dump file: %s" % cfg.dumpfile)
+    return table
+
+
+def _load_mask(cfg: Config, det: Detector):
+    if cfg.maskfile is None:
+        return None
+    from .io.smv import read_smv
+    smv = read_smv(cfg.maskfile)
+    if (smv.height, smv.width) != (det.spixels, det.fpixels):
+        raise NanoBraggError("mask %s is %dx%d pixels but the detector is %dx%d (fast x slow)"
+                             % (cfg.maskfile, smv.width, smv.height, det.fpixels, det.spixels))
+    return np.ascontiguousarray(smv.data.reshape(-1), dtype=np.uint16)
+
+
+def _collect_notes(cfg, sampling, oversample, nsources, notes):
+    if cfg.c_quirks:
+        return
+    if cfg.oversample_thick or cfg.oversample_polar or cfg.oversample_omega:
+        contributions = oversample * oversample * nsources * sampling.phisteps * sampling.mosaic_domains
+        if contributions * sampling.thicksteps > 1 or cfg.water_size != 0.0:
+            notes.append(("oversample_running_multiply", QUIRK_NOTES["oversample_running_multiply"]))
+    if sampling.thick > 0.0:
+        notes.append(("thick_last_layer_capture", QUIRK_NOTES["thick_last_layer_capture"]))
+    if cfg.water_size != 0.0:
+        notes.append(("water_double_scaling", QUIRK_NOTES["water_double_scaling"]))
+    for flag in cfg.noop_flags:
+        notes.append(("noop_flags", "%s is accepted but has no effect on the images (as in C)" % flag))
+
+
+def _print_summary(cfg, det, xtal, s, table, fluence, oversample, divsteps, nsources, log):
+    hkls = table.hkls if table is not None else 0
+    log("  %d initialized hkls (all others =%g)" % (hkls, cfg.default_F))
+    shape = {"ROUND": "ellipsoidal", "SQUARE": "parallelpiped", "GAUSS": "gaussian",
+             "TOPHAT": "tophat-spot"}[cfg.xtal_shape]
+    log("  %s xtal: %.0fx%.0fx%.0f cells" % (shape, xtal.Na, xtal.Nb, xtal.Nc))
+    log("  wave=%g meters +/- %g%% in %d steps" % (cfg.lambda0, s.dispersion * 100, s.dispsteps))
+    if cfg.nopolar:
+        log("  polarization effect disabled")
+    else:
+        log("  Kahn polarization factor: %f" % cfg.polarization)
+    if cfg.curved_detector:
+        log("  curved detector: all pixels same distance from origin")
+    if cfg.point_pixel:
+        log("  pixel obliquity effect disabled")
+    log("  incident fluence: %g photons/m^2" % fluence)
+    log("  distance=%g detsize=%gx%g  pixel=%g meters (%dx%d pixels)"
+        % (det.distance, det.detsize_f, det.detsize_s, det.pixel_size, det.fpixels, det.spixels))
+    log("  sensor is %g m thick in %d layers with mu= %g" % (s.thick, s.thicksteps, s.mu))
+    log("  Xbeam=%g Ybeam=%g" % (det.Xbeam, det.Ybeam))
+    log("  Fbeam=%g Sbeam=%g" % (det.Fbeam, det.Sbeam))
+    log("  Xclose=%g Yclose=%g" % (det.Xclose, det.Yclose))
+    log("  Fclose=%g Sclose=%g" % (det.Fclose, det.Sclose))
+    log("  DIRECTION_OF_DETECTOR_X-AXIS= %g %g %g" % det.fdet)
+    log("  DIRECTION_OF_DETECTOR_Y-AXIS= %g %g %g" % det.sdet)
+    log("  DIRECTION_OF_DETECTOR_Z-AXIS= %g %g %g" % det.odet)
+    log("  INCIDENT_BEAM_DIRECTION= %g %g %g" % det.beam)
+    log("  spindle ROTATION_AXIS= %g %g %g" % det.spindle)
+    from . import vectors as V
+    log("  POLARIZATION_PLANE_NORMAL= %g %g %g" % V.cross(det.beam, det.polar))
+    log("  dials origin= %g %g %g" % det.dials_origin)
+    log("  roi: %d < x < %d && %d < y < %d" % det.roi)
+    log("  hdivrange=%g hdivstep=%g  radians" % (s.hdivrange, s.hdivstep))
+    log("  vdivrange=%g vdivstep=%g  radians" % (s.vdivrange, s.vdivstep))
+    log("  %d divergence steps" % divsteps)
+    log("  %d sources" % nsources)
+    log("  %d mosaic domains over mosaic spread of %g degrees" % (s.mosaic_domains, s.mosaic_spread * RTD))
+    log("  %d phi steps from %g to %g degrees" % (s.phisteps, cfg.phi0 * RTD, (cfg.phi0 + s.osc) * RTD))
+    extra = ""
+    if cfg.oversample_thick:
+        extra += " +thick"
+    if cfg.oversample_polar:
+        extra += " +polar"
+    if cfg.oversample_omega:
+        extra += " +omega"
+    log("  %dx%d pixel oversample steps%s" % (oversample, oversample, extra))
+    if cfg.maskfile is not None:
+        log("  skipping zero-flagged pixels in %s" % cfg.maskfile)
+    if cfg.calculate_noise:
+        log("")
+        log("  noise image paramters:")
+        log("  seed: %d" % -cfg.seed)
+        log("  water droplet size: %g m" % cfg.water_size)
+
+
+@dataclass
+class Image:
+    """A rendered image and the numbers C reports about it."""
+
+    floatimage: np.ndarray          # float32 (slow, fast), photons per pixel
+    omega_sum: float
+    backend: str
+    kernel_seconds: float
+    first_oob: Optional[Tuple[int, int]] = None   # (pixel index, evaluation) of C's interpolation switch-off
+    raw: Optional[np.ndarray] = None               # float64 [6, npix] kernel output, when kept
+
+
+def normalise(prep: Prepared, raw, xp=np):
+    """The single scale of the image: ``r_e^2 fluence I / steps`` times the factors.
+
+    ``raw`` holds the kernel's rows (I, capture, polar, omega, background
+    factor); ``xp`` is numpy or cupy, so the GPU path scales on the device.
+    The products are taken in C's order so that float64 results carry C's
+    bits; the result is rounded to float32 like C's ``floatimage``.
+    """
+    test = R_E_SQR * prep.fluence * raw[0] / prep.steps
+    test = test * raw[1]
+    test = test * raw[2]
+    test = test * raw[3]
+    if prep.I_bg != 0.0 and not prep.cfg.c_quirks:
+        test = test + prep.I_bg * raw[4]
+    return test.astype(xp.float32)
+
+
+def render(prep: Prepared, device: Optional[str] = None, progress: Optional[Callable[[int], None]] = None,
+           keep_raw: bool = False) -> Image:
+    """Run the kernel for the whole image and scale it.
+
+    Parameters
+    ----------
+    prep : Prepared
+    device : str, optional
+        ``cpu``, ``cuda`` or ``auto`` (default: ``prep.cfg.device``).
+    progress : callable, optional
+        Called with the percentage done (CPU back end, in steps of 5 %).
+    keep_raw : bool
+        Keep the kernel's per-pixel rows in ``Image.raw`` (for tracing).
+    """
+    from . import backends
+    backend = backends.choose(device or prep.cfg.device)
+    t0 = time.perf_counter()
+    raw, oob = backends.run_kernel(backend, prep, prep.params, progress=progress)
+    first = None
+    if prep.interpolate:
+        hit = np.flatnonzero(oob >= 0)
+        if hit.size:
+            first = (int(hit[0]), int(oob[hit[0]]))
+    if first is not None and prep.cfg.c_quirks:
+        # C switches interpolation off for the rest of the image at the first miss (raster order)
+        params = prep.params._replace(interp_cut_pixel=first[0], interp_cut_eval=first[1])
+        raw, oob = backends.run_kernel(backend, prep, params, progress=None)
+    img = normalise(prep, raw).reshape(prep.det.spixels, prep.det.fpixels)
+    seconds = time.perf_counter() - t0
+    return Image(floatimage=img, omega_sum=float(raw[5].sum()), backend=backend, kernel_seconds=seconds,
+                 first_oob=first, raw=raw if keep_raw else None)
+
+
+@dataclass
+class Stats:
+    """C's statistics of the float image."""
+
+    max_I: float
+    max_I_x: float
+    max_I_y: float
+    mean: float
+    rms: float
+    rmsd: float
+
+
+def image_stats(prep: Prepared, img: np.ndarray) -> Stats:
+    """max, mean, rms and rmsd as C computes them (rendered pixels, then the ROI)."""
+    det = prep.det
+    xmin, xmax, ymin, ymax = det.roi
+    roi = np.zeros(img.shape, dtype=bool)
+    roi[max(ymin, 0):ymax + 1, max(xmin, 0):xmax + 1] = True
+    rendered = roi.copy()
+    if prep.params.use_mask:
+        rendered &= prep.mask.reshape(img.shape) != 0
+    vals = img[rendered].astype(np.float64)
+    sumn = vals.size
+    total = float(vals.sum())
+    sumsqr = float((vals * vals).sum())
+    max_I = max_x = max_y = 0.0
+    if sumn and vals.max() > 0.0:
+        flat = np.where(rendered, img, -np.inf).reshape(-1)
+        idx = int(np.argmax(flat))
+        max_I = float(flat[idx])
+        s, f = divmod(idx, det.fpixels)
+        sub = det.pixel_size / prep.oversample
+        last = prep.oversample - 1
+        max_x = sub * (f * prep.oversample + last) + sub / 2.0
+        max_y = sub * (s * prep.oversample + last) + sub / 2.0
+    n = sumn if sumn > 0 else 1
+    avg = total / n
+    n = sumn if sumn > 1 else 2
+    rms = math.sqrt(sumsqr / (n - 1))
+    diffs = img[roi].astype(np.float64) - avg
+    m = diffs.size if diffs.size > 1 else 2
+    rmsd = math.sqrt(float((diffs * diffs).sum()) / (m - 1))
+    return Stats(max_I, max_x, max_y, avg, rms, rmsd)
+
+
+def int_image(prep: Prepared, img: np.ndarray, scale: float) -> np.ndarray:
+    """C's SMV pixel values: floorf(float * scale + adc + 0.5), clipped, ROI only."""
+    test = img.astype(np.float64) * scale + prep.cfg.adc_offset
+    test = np.clip(test, 0.0, 65535.0)
+    out = np.floor((test + 0.5).astype(np.float32)).astype(np.uint16)
+    return _roi_only(prep, out)
+
+
+def pgm_image(prep: Prepared, img: np.ndarray, scale: float) -> np.ndarray:
+    """C's PGM bytes: (unsigned char) min(255, float * pgm_scale), ROI only."""
+    test = np.minimum(img.astype(np.float64) * scale, 255.0)
+    out = np.trunc(np.maximum(test, 0.0)).astype(np.uint8)
+    return _roi_only(prep, out)
+
+
+def _roi_only(prep, out):
+    xmin, xmax, ymin, ymax = prep.det.roi
+    keep = np.zeros(out.shape, dtype=bool)
+    keep[max(ymin, 0):ymax + 1, max(xmin, 0):xmax + 1] = True
+    out[~keep] = 0
+    return out
+
+
+def write_outputs(prep: Prepared, image: Image, log: Callable[[str], None] = print):
+    """Write C's files (float, int, PGM, noise) and print C's statistics."""
+    from .io.images import write_float_image, write_pgm
+    from .io.smv import format_smv_header, write_smv
+    cfg, det = prep.cfg, prep.det
+    img = image.floatimage
+    log("")
+    log("solid angle subtended by detector = %g steradian ( %g%% sphere)"
+        % (image.omega_sum / prep.steps, 100 * image.omega_sum / prep.steps / 4 / math.pi))
+    st = image_stats(prep, img)
+    npix = det.fpixels * det.spixels
+    if cfg.floatfile:
+        log("writing %s as %d 4-byte floats" % (cfg.floatfile, npix))
+        write_float_image(cfg.floatfile, img)
+    log("max_I = %g  at %g %g" % (st.max_I, st.max_I_x, st.max_I_y))
+    log("mean= %g rms= %g rmsd= %g" % (st.mean, st.rms, st.rmsd))
+    scale = cfg.intfile_scale
+    if scale <= 0.0:
+        scale = 1.0
+        if st.max_I > 0.0:
+            scale = 55000.0 / st.max_I
+    log("intfile_scale = %g" % scale)
+    if cfg.intfile:
+        log("writing %s as 2-byte integers" % cfg.intfile)
+        header = format_smv_header(**smv_header_values(det, cfg.lambda0, cfg.phi0, prep.sampling.osc, False))
+        write_smv(cfg.intfile, int_image(prep, img, scale), header)
+    if cfg.write_pgm and cfg.pgmfile:
+        pgm_scale = cfg.pgm_scale
+        if pgm_scale <= 0.0:
+            pgm_scale = scale
+            if st.rmsd > 0.0:
+                pgm_scale = 250.0 / (5.0 * st.rmsd)
+        log("pgm_scale = %g" % pgm_scale)
+        log("writing %s as 1-byte integers" % cfg.pgmfile)
+        write_pgm(cfg.pgmfile, pgm_image(prep, img, pgm_scale), pgm_scale)
+    if cfg.calculate_noise and cfg.noisefile:
+        noise, photons, overloads = prep.crand.noise(img, det.roi, cfg.adc_offset, cfg.seed)
+        log("%.0f photons on noise image (%d overloads)" % (photons, overloads))
+        log("writing %s as 2-byte integers" % cfg.noisefile)
+        header = format_smv_header(**smv_header_values(det, cfg.lambda0, cfg.phi0, prep.sampling.osc, True))
+        write_smv(cfg.noisefile, noise, header)
+    return st
+
+
+def print_notes(prep: Prepared, image: Optional[Image] = None, out=None):
+    """One line for each corrected C behaviour that this input touches."""
+    out = out or sys.stdout
+    seen = set()
+    notes = list(prep.notes)
+    if image is not None and image.first_oob is not None and not prep.cfg.c_quirks:
+        notes.append(("interpolate_global_disable", QUIRK_NOTES["interpolate_global_disable"]))
+    for key, text in notes:
+        if text in seen:
+            continue
+        seen.add(text)
+        if key in ("noop_flags", "source_weights_ignored"):
+            print("note: %s" % text, file=out)
+        else:
+            print("note: %s; -c_quirks restores C's behaviour (%s)" % (text, key), file=out)
+
+
+def run_command_line(cfg: Config) -> int:
+    """Everything ``nanobrag-numba FLAGS`` does; returns the exit status."""
+    log = print
+    prep = prepare(cfg, log)
+    from . import backends
+    backend = backends.choose(cfg.device)
+    log("rendering on %s" % backends.describe(backend))
+    progress = None
+    if cfg.progress:
+        progress = lambda pct: (print("%d%% done" % pct), sys.stdout.flush())  # noqa: E731
+    image = render(prep, backend, progress=progress)
+    if image.first_oob is not None:
+        _warn_interpolation(prep, image, log)
+    if cfg.printout or cfg.trace_pixel is not None:
+        from . import trace
+        trace.report(prep, image, log)
+    print_notes(prep, image)
+    write_outputs(prep, image, log)
+    return 0
+
+
+def _warn_interpolation(prep: Prepared, image: Image, log):
+    from . import trace
+    idx, ev = image.first_oob
+    s, f = divmod(idx, prep.det.fpixels)
+    row = trace.evaluation(prep, s, f, ev)
+    log("WARNING: out of range for three point interpolation: h,k,l,h0,k0,l0: %g,%g,%g,%d,%d,%d "
+        % (row["h"], row["k"], row["l"], row["h0"], row["k0"], row["l0"]))
+    log("WARNING: further warnings will not be printed! ")
