@@ -299,7 +299,7 @@ def _trace_row(trace, n, start, values):
         trace[n, start + i] = values[i]
 
 
-@njit(inline="always")
+@njit(inline="never")
 def render_pixel(p, spixel, fpixel, sources, rot, phi_map, phi_map_first, Fhkl, trace):
     """Photons at one pixel before the final scale, following nanoBragg.c.
 
