@@ -13,6 +13,7 @@ statistics.  Nothing here loops over pixels.
 from __future__ import annotations
 
 import math
+import os
 import sys
 import time
 from dataclasses import dataclass, field
@@ -199,7 +200,8 @@ def _seed_now():
     return int(time.time())
 
 
-def prepare(cfg: Config, log: Callable[[str], None] = print, crand=None) -> Prepared:
+def prepare(cfg: Config, log: Callable[[str], None] = print, crand=None, hkl_cache: Optional[dict] = None,
+            write_dump: bool = True) -> Prepared:
     """Set up one image as nanoBragg.c does, printing C's lines through ``log``.
 
     Parameters
@@ -210,6 +212,12 @@ def prepare(cfg: Config, log: Callable[[str], None] = print, crand=None) -> Prep
         line; a no-op for quiet API use).
     crand : CRandom, optional
         Shared state of C's generators (a new one by default).
+    hkl_cache : dict, optional
+        Structure-factor tables already read, keyed by file (API reuse).
+    write_dump : bool
+        Write the ``Fdump.bin`` cache after reading ``-hkl`` (as C does).
+        It is written last, once every input has been checked, so an error
+        leaves no file behind.
     """
     from .crand import CRandom
     from .kernels.physics import SHAPES_CODE, make_kparams
@@ -241,7 +249,6 @@ def prepare(cfg: Config, log: Callable[[str], None] = print, crand=None) -> Prep
             sample_z = beamsize
     cfg_eff = cfg.replace(sample_y=sample_y, sample_z=sample_z)
 
-    import os
     dump_exists = cfg.hklfile is None and os.path.exists(cfg.dumpfile)
     sampling_box = []
 
@@ -267,9 +274,10 @@ def prepare(cfg: Config, log: Callable[[str], None] = print, crand=None) -> Prep
             log("auto-selected no interpolation")
             interpolate = False
 
+    check_memory(det, cfg)
     xtal, oversample = X.build_crystal(cfg_eff, crand, cfg.lambda0, det.distance, det.pixel_size, log)
 
-    table = _load_structure_factors(cfg, log)
+    table, dump_pending = _load_structure_factors(cfg, log, hkl_cache, write_dump)
     if table is None or table.hkls == 0:
         interpolate = False
     if cfg.stolfile is not None:
@@ -359,7 +367,27 @@ def prepare(cfg: Config, log: Callable[[str], None] = print, crand=None) -> Prep
         from .kernels.cpu import first_phi_loop_pixel
         first = first_phi_loop_pixel(params, sources, prep.mask)
         prep.params = params._replace(first_phi_pixel=first)
+    if dump_pending is not None:
+        from .io import hkl as hklio
+        try:
+            hklio.write_fdump(cfg.dumpfile, dump_pending)
+        except NanoBraggError:
+            log("WARNING: unable to open dump file: %s" % cfg.dumpfile)
     return prep
+
+
+def check_memory(det: Detector, cfg: Config):
+    """Refuse a detector whose work arrays cannot fit in this machine's memory."""
+    npix = det.fpixels * det.spixels
+    need = npix * (6 * 8 + 8 + 4 * 4)     # kernel rows, oob index, float image and its copies
+    try:
+        have = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        have = None
+    if have and need > have:
+        raise NanoBraggError("a %dx%d detector needs %.1f GiB of memory, this machine has %.1f GiB "
+                             "(use a smaller -detpixels or -roi)" % (det.fpixels, det.spixels,
+                                                                     need / 2 ** 30, have / 2 ** 30))
 
 
 def _polar_axis_after_unitize(axis):
@@ -373,26 +401,39 @@ def _polar_axis_after_unitize(axis):
     return axis
 
 
-def _load_structure_factors(cfg: Config, log):
+def _load_structure_factors(cfg: Config, log, cache, write_dump):
+    """The HKL table (or the dump read without -hkl) and the table still to dump."""
     from .io import hkl as hklio
     if cfg.hklfile is None:
-        import os
         if os.path.exists(cfg.dumpfile):
             log("reading Fs from %s" % cfg.dumpfile)
-            return hklio.read_fdump(cfg.dumpfile)
-        return None
+            return _cached(cache, ("dump", cfg.dumpfile), lambda: hklio.read_fdump(cfg.dumpfile)), None
+        return None, None
     log("counting entries in %s" % cfg.hklfile)
     if cfg.default_F != 0.0:
         log("initializing to default_F = %g:" % cfg.default_F)
         log("done initializing:")
-    table = hklio.read_hkl(cfg.hklfile, default_F=cfg.default_F)
+    table = _cached(cache, ("hkl", cfg.hklfile, cfg.default_F),
+                    lambda: hklio.read_hkl(cfg.hklfile, default_F=cfg.default_F))
     log("re-reading %s" % cfg.hklfile)
+    if not write_dump:
+        return table, None
+    log("writing dump file for next time: %s" % cfg.dumpfile)
+    return table, table
+
+
+def _cached(cache, key, load):
+    if cache is None:
+        return load()
+    path = key[1]
     try:
-        hklio.write_fdump(cfg.dumpfile, table)
-        log("writing dump file for next time: %s" % cfg.dumpfile)
-    except NanoBraggError:
-        log("WARNING: unable to open dump file: %s" % cfg.dumpfile)
-    return table
+        st = os.stat(path)
+        key = key + (st.st_mtime_ns, st.st_size)
+    except OSError:
+        return load()
+    if key not in cache:
+        cache[key] = load()
+    return cache[key]
 
 
 def _load_mask(cfg: Config, det: Detector):
