@@ -10,17 +10,7 @@ import math
 import numpy as np
 from numba import njit, prange
 
-from .physics import TRACE_FIELDS, dmin_skips, render_pixel, subpixel_position, unitize3
-
-
-@njit(inline="always")
-def pixel_is_rendered(p, mask, spixel, fpixel):
-    """C's test: inside the (inclusive) ROI and not zero in the mask."""
-    if fpixel < p.roi_xmin or fpixel > p.roi_xmax or spixel < p.roi_ymin or spixel > p.roi_ymax:
-        return False
-    if p.use_mask != 0 and mask[spixel * p.fpixels + fpixel] == 0:
-        return False
-    return True
+from .physics import TRACE_FIELDS, dmin_skips, pixel_is_rendered, render_pixel, subpixel_position, unitize3
 
 
 @njit(parallel=True, cache=True)

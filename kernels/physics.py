@@ -38,7 +38,16 @@ trace : float64[ntrace, TRACE_FIELDS]
 import math
 from collections import namedtuple
 
+import numpy as np
 from numba import njit
+
+# Precision of the physics.  This module is the float64 physics (C parity):
+# F is the float type of every computed quantity, SINGLE selects the
+# float32 forms (see ``physics32``, which re-executes this source with
+# F = np.float32).  Accumulated sums are always float64 (ACC).
+F = float
+ACC = float
+SINGLE = False
 
 SQUARE, ROUND, GAUSS, TOPHAT = 0, 1, 2, 3
 SHAPES_CODE = {"SQUARE": SQUARE, "ROUND": ROUND, "GAUSS": GAUSS, "TOPHAT": TOPHAT}
@@ -84,13 +93,30 @@ KPARAMS_INTS = frozenset((
 ))
 
 
-def make_kparams(**values):
-    """Build a KParams with every field cast to its fixed type (int64 or float64)."""
+# float fields that stay float64 in single precision (they start float64 sums)
+KPARAMS_ACC = frozenset(("I_bg",))
+
+
+def make_kparams(dtype=np.float64, **values):
+    """Build a KParams with every field cast to its fixed type.
+
+    Integer fields are int64; the others are ``dtype`` (float64, or float32
+    for the single-precision kernel), except the float64 accumulator seeds
+    in ``KPARAMS_ACC``.  Fixed types keep the compiled kernels (and their
+    on-disk cache) valid from one image to the next.
+    """
     missing = set(KPARAMS_FIELDS) - set(values)
     extra = set(values) - set(KPARAMS_FIELDS)
     if missing or extra:
         raise TypeError("KParams: missing %s, unknown %s" % (sorted(missing), sorted(extra)))
-    return KParams(**{k: (int(v) if k in KPARAMS_INTS else float(v)) for k, v in values.items()})
+
+    def cast(k, v):
+        if k in KPARAMS_INTS:
+            return int(v)
+        if k in KPARAMS_ACC or dtype == np.float64:
+            return float(v)
+        return dtype(v)
+    return KParams(**{k: cast(k, v) for k, v in values.items()})
 
 # columns of one trace row (one evaluation: layer, sub-pixel, source, phi, domain)
 TRACE_COLUMNS = (
@@ -113,7 +139,7 @@ def unitize3(x, y, z):
     mag = math.sqrt(x * x + y * y + z * z)
     if mag != 0.0:
         return x / mag, y / mag, z / mag, mag
-    return 0.0 * x, 0.0 * y, 0.0 * z, mag
+    return F(0.0) * x, F(0.0) * y, F(0.0) * z, mag
 
 
 @njit(inline="always")
@@ -121,7 +147,7 @@ def rotate_axis3(vx, vy, vz, ax, ay, az, phi):
     """Rotate (vx, vy, vz) by ``phi`` about the unit axis (C's ``rotate_axis``)."""
     sinphi = math.sin(phi)
     cosphi = math.cos(phi)
-    d = (ax * vx + ay * vy + az * vz) * (1.0 - cosphi)
+    d = (ax * vx + ay * vy + az * vz) * (F(1.0) - cosphi)
     return (ax * d + vx * cosphi + (-az * vy + ay * vz) * sinphi,
             ay * d + vy * cosphi + (+az * vx - ax * vz) * sinphi,
             az * d + vz * cosphi + (-ay * vx + ax * vy) * sinphi)
@@ -129,18 +155,36 @@ def rotate_axis3(vx, vy, vz, ax, ay, az, phi):
 
 @njit(inline="always")
 def sincg(x, N):
-    """Lattice transform of N cells along one axis, ``sin(N x)/sin(x)``."""
+    """Lattice transform of N cells along one axis, ``sin(N x)/sin(x)`` (C's form)."""
     if x == 0.0:
         return N
     return math.sin(x * N) / math.sin(x)
 
 
 @njit(inline="always")
+def sincg_h(h, N):
+    """``sincg(pi h, N)`` for a fractional Miller index h.
+
+    Float64: C's ``sincg(M_PI*h, N)`` exactly.  Float32: the "delta" form
+    ``sin(pi N d) / sin(pi d)`` with ``d = h - rint(h)``, equal to C's value
+    up to its sign (the square has none); it keeps float32 trigonometry
+    accurate far from the origin.
+    """
+    if SINGLE:
+        d = h - F(round(h))
+        if d == 0.0:
+            return N
+        x = F(math.pi) * d
+        return math.sin(x * N) / math.sin(x)
+    return sincg(F(math.pi) * h, N)
+
+
+@njit(inline="always")
 def sinc3(x):
     """Transform of a sphere, ``3 (sin x / x - cos x) / x^2``; 1 at x = 0."""
     if x == 0.0:
-        return 1.0
-    return 3.0 * (math.sin(x) / x - math.cos(x)) / (x * x)
+        return F(1.0)
+    return F(3.0) * (math.sin(x) / x - math.cos(x)) / (x * x)
 
 
 @njit(inline="always")
@@ -156,8 +200,8 @@ def polarization_factor(kahn, ix, iy, iz, dx, dy, dz, ax, ay, az):
     ax, ay, az, _m = unitize3(ax, ay, az)
     cos2theta = ix * dx + iy * dy + iz * dz
     cos2theta_sqr = cos2theta * cos2theta
-    sin2theta_sqr = 1 - cos2theta_sqr
-    psi = 0.0
+    sin2theta_sqr = F(1.0) - cos2theta_sqr
+    psi = F(0.0)
     if kahn != 0.0:
         bx = ay * iz - az * iy
         by = az * ix - ax * iz
@@ -170,7 +214,8 @@ def polarization_factor(kahn, ix, iy, iz, dx, dy, dz, ax, ay, az):
         e_out = dx * ex + dy * ey + dz * ez
         b_out = dx * bx + dy * by + dz * bz
         psi = -math.atan2(b_out, e_out)
-    return 0.5 * (1.0 + cos2theta_sqr - kahn * math.cos(2 * psi) * sin2theta_sqr), dx, dy, dz
+    return (F(0.5) * (F(1.0) + cos2theta_sqr - kahn * math.cos(F(2.0) * psi) * sin2theta_sqr),
+            dx, dy, dz)
 
 
 @njit(inline="always")
@@ -184,18 +229,18 @@ def polint(x0, x1, x2, x3, y0, y1, y2, y3, x):
 
 
 @njit(inline="always")
-def _interp_row(Fhkl, hi, ki, li, l0d, l):
-    return polint(l0d - 1.0, l0d, l0d + 1.0, l0d + 2.0,
+def _interp_row(Fhkl, hi, ki, li, l0, l):
+    return polint(F(l0 - 1), F(l0), F(l0 + 1), F(l0 + 2),
                   Fhkl[hi, ki, li], Fhkl[hi, ki, li + 1], Fhkl[hi, ki, li + 2], Fhkl[hi, ki, li + 3], l)
 
 
 @njit(inline="always")
-def _interp_plane(Fhkl, hi, ki, li, k0d, l0d, k, l):
-    return polint(k0d - 1.0, k0d, k0d + 1.0, k0d + 2.0,
-                  _interp_row(Fhkl, hi, ki, li, l0d, l),
-                  _interp_row(Fhkl, hi, ki + 1, li, l0d, l),
-                  _interp_row(Fhkl, hi, ki + 2, li, l0d, l),
-                  _interp_row(Fhkl, hi, ki + 3, li, l0d, l), k)
+def _interp_plane(Fhkl, hi, ki, li, k0, l0, k, l):
+    return polint(F(k0 - 1), F(k0), F(k0 + 1), F(k0 + 2),
+                  _interp_row(Fhkl, hi, ki, li, l0, l),
+                  _interp_row(Fhkl, hi, ki + 1, li, l0, l),
+                  _interp_row(Fhkl, hi, ki + 2, li, l0, l),
+                  _interp_row(Fhkl, hi, ki + 3, li, l0, l), k)
 
 
 @njit(inline="always")
@@ -205,13 +250,13 @@ def polin3(Fhkl, h_min, k_min, l_min, h, k, l):
     Uses the 4x4x4 block of the table around (floor(h), floor(k), floor(l));
     the caller has checked that it lies inside the table.
     """
-    h0 = math.floor(h)
-    k0 = math.floor(k)
-    l0 = math.floor(l)
-    hi = int(h0) - 1 - h_min
-    ki = int(k0) - 1 - k_min
-    li = int(l0) - 1 - l_min
-    return polint(h0 - 1.0, h0, h0 + 1.0, h0 + 2.0,
+    h0 = int(math.floor(h))
+    k0 = int(math.floor(k))
+    l0 = int(math.floor(l))
+    hi = h0 - 1 - h_min
+    ki = k0 - 1 - k_min
+    li = l0 - 1 - l_min
+    return polint(F(h0 - 1), F(h0), F(h0 + 1), F(h0 + 2),
                   _interp_plane(Fhkl, hi, ki, li, k0, l0, k, l),
                   _interp_plane(Fhkl, hi + 1, ki, li, k0, l0, k, l),
                   _interp_plane(Fhkl, hi + 2, ki, li, k0, l0, k, l),
@@ -221,9 +266,9 @@ def polin3(Fhkl, h_min, k_min, l_min, h, k, l):
 @njit(inline="always")
 def interp_out_of_range(p, h, k, l):
     """True where the 4x4x4 interpolation block leaves the hkl table (as C tests it)."""
-    return (((h - p.h_min + 3) > p.h_range) or (h - 2 < p.h_min)
-            or ((k - p.k_min + 3) > p.k_range) or (k - 2 < p.k_min)
-            or ((l - p.l_min + 3) > p.l_range) or (l - 2 < p.l_min))
+    return (((h - F(p.h_min) + F(3)) > F(p.h_range)) or (h - F(2) < F(p.h_min))
+            or ((k - F(p.k_min) + F(3)) > F(p.k_range)) or (k - F(2) < F(p.k_min))
+            or ((l - F(p.l_min) + F(3)) > F(p.l_range)) or (l - F(2) < F(p.l_min)))
 
 
 @njit(inline="always")
@@ -238,42 +283,43 @@ def nearest_F(p, Fhkl, h0, k0, l0):
 @njit(inline="always")
 def lattice_factor(p, h, k, l, h0, k0, l0):
     """F_latt and its three axis factors for the crystal shape of ``p``."""
-    fa = 1.0
-    fb = 1.0
-    fc = 1.0
+    fa = F(1.0)
+    fb = F(1.0)
+    fc = F(1.0)
     if p.shape == SQUARE:
-        F_latt = 1.0
+        F_latt = F(1.0)
         if p.Na > 1:
-            fa = sincg(math.pi * h, p.Na)
+            fa = sincg_h(h, p.Na)
             F_latt *= fa
         if p.Nb > 1:
-            fb = sincg(math.pi * k, p.Nb)
+            fb = sincg_h(k, p.Nb)
             F_latt *= fb
         if p.Nc > 1:
-            fc = sincg(math.pi * l, p.Nc)
+            fc = sincg_h(l, p.Nc)
             F_latt *= fc
         return F_latt, fa, fb, fc
-    dh = h - h0
-    dk = k - k0
-    dl = l - l0
+    dh = h - F(h0)
+    dk = k - F(k0)
+    dl = l - F(l0)
     if p.shape == ROUND:
         hrad_sqr = dh * dh * p.Na * p.Na + dk * dk * p.Nb * p.Nb + dl * dl * p.Nc * p.Nc
-        return p.Na * p.Nb * p.Nc * 0.723601254558268 * sinc3(math.pi * math.sqrt(hrad_sqr * p.fudge)), fa, fb, fc
+        return (p.Na * p.Nb * p.Nc * F(0.723601254558268) * sinc3(F(math.pi) * math.sqrt(hrad_sqr * p.fudge)),
+                fa, fb, fc)
     dx = dh * p.astar_x + dk * p.bstar_x + dl * p.cstar_x
     dy = dh * p.astar_y + dk * p.bstar_y + dl * p.cstar_y
     dz = dh * p.astar_z + dk * p.bstar_z + dl * p.cstar_z
     rad_star_sqr = (dx * dx + dy * dy + dz * dz) * p.Na * p.Na * p.Nb * p.Nb * p.Nc * p.Nc
     if p.shape == GAUSS:
-        return p.Na * p.Nb * p.Nc * math.exp(-(rad_star_sqr / 0.63 * p.fudge)), fa, fb, fc
-    inside = 1.0 if rad_star_sqr * p.fudge < 0.3969 else 0.0
+        return p.Na * p.Nb * p.Nc * math.exp(-(rad_star_sqr / F(0.63) * p.fudge)), fa, fb, fc
+    inside = F(1.0) if rad_star_sqr * p.fudge < F(0.3969) else F(0.0)
     return p.Na * p.Nb * p.Nc * inside, fa, fb, fc
 
 
 @njit(inline="always")
 def subpixel_position(p, fpixel, spixel, subF, subS, Odet):
     """Position (m) of a sub-pixel of a detector layer, and its Fdet, Sdet."""
-    Fdet = p.subpixel_size * (fpixel * p.oversample + subF) + p.subpixel_size / 2.0
-    Sdet = p.subpixel_size * (spixel * p.oversample + subS) + p.subpixel_size / 2.0
+    Fdet = p.subpixel_size * F(fpixel * p.oversample + subF) + p.subpixel_size / F(2.0)
+    Sdet = p.subpixel_size * F(spixel * p.oversample + subS) + p.subpixel_size / F(2.0)
     px = Fdet * p.fdet_x + Sdet * p.sdet_x + Odet * p.odet_x + p.pix0_x
     py = Fdet * p.fdet_y + Sdet * p.sdet_y + Odet * p.odet_y + p.pix0_y
     pz = Fdet * p.fdet_z + Sdet * p.sdet_z + Odet * p.odet_z + p.pix0_z
@@ -289,7 +335,17 @@ def subpixel_position(p, fpixel, spixel, subF, subS, Odet):
 @njit(inline="always")
 def dmin_skips(p, stol):
     """True where ``-dmin`` drops a contribution (resolution finer than dmin)."""
-    return p.dmin > 0.0 and stol > 0.0 and p.dmin > 0.5 / stol
+    return p.dmin > 0.0 and stol > 0.0 and p.dmin > F(0.5) / stol
+
+
+@njit(inline="always")
+def pixel_is_rendered(p, mask, spixel, fpixel):
+    """C's test: inside the (inclusive) ROI and not zero in the mask."""
+    if fpixel < p.roi_xmin or fpixel > p.roi_xmax or spixel < p.roi_ymin or spixel > p.roi_ymax:
+        return False
+    if p.use_mask != 0 and mask[spixel * p.fpixels + fpixel] == 0:
+        return False
+    return True
 
 
 @njit(inline="always")
@@ -299,8 +355,7 @@ def _trace_row(trace, n, start, values):
         trace[n, start + i] = values[i]
 
 
-@njit(inline="never")
-def render_pixel(p, spixel, fpixel, sources, rot, phi_map, phi_map_first, Fhkl, trace):
+def _render_pixel(p, spixel, fpixel, sources, rot, phi_map, phi_map_first, Fhkl, trace):
     """Photons at one pixel before the final scale, following nanoBragg.c.
 
     Returns
@@ -323,14 +378,14 @@ def render_pixel(p, spixel, fpixel, sources, rot, phi_map, phi_map_first, Fhkl, 
     """
     imgidx = spixel * p.fpixels + fpixel
     quirks = p.quirks != 0
-    I = p.I_bg if quirks else 0.0
-    polar = 1.0 if p.nopolar != 0 else 0.0
-    omega_pixel = 0.0
-    capture = 0.0
-    omega_sum = 0.0
-    polar_bg = -1.0
-    omega_bg = 0.0
-    capture_bg = 0.0
+    I = ACC(p.I_bg) if quirks else ACC(0.0)
+    polar = F(1.0) if p.nopolar != 0 else F(0.0)
+    omega_pixel = F(0.0)
+    capture = F(0.0)
+    omega_sum = ACC(0.0)
+    polar_bg = F(-1.0)
+    omega_bg = F(0.0)
+    capture_bg = F(0.0)
     first_oob = -1
     evaluation = 0
     ntrace = 0
@@ -338,10 +393,10 @@ def render_pixel(p, spixel, fpixel, sources, rot, phi_map, phi_map_first, Fhkl, 
     loop_seen = imgidx != p.first_phi_pixel
     thick_weighted = (not quirks) and p.detector_thick > 0.0 and p.oversample_thick == 0
     for thick_tic in range(p.thicksteps):
-        Odet = thick_tic * p.thickstep
-        capture = 0.0
+        Odet = F(thick_tic) * p.thickstep
+        capture = F(0.0)
         if p.detector_thick == 0.0:
-            capture = 1.0
+            capture = F(1.0)
         for subS in range(p.oversample):
             for subF in range(p.oversample):
                 px, py, pz, Fdet, Sdet = subpixel_position(p, fpixel, spixel, subF, subS, Odet)
@@ -349,14 +404,14 @@ def render_pixel(p, spixel, fpixel, sources, rot, phi_map, phi_map_first, Fhkl, 
                 if omega_pixel == 0.0 or p.oversample_omega != 0:
                     omega_pixel = p.pixel_size * p.pixel_size / airpath / airpath * p.close_distance / airpath
                     if p.point_pixel != 0:
-                        omega_pixel = 1.0 / airpath / airpath
+                        omega_pixel = F(1.0) / airpath / airpath
                     if omega_bg == 0.0:
                         omega_bg = omega_pixel
                 omega_sum += omega_pixel
                 if capture == 0.0 or p.oversample_thick != 0:
                     parallax = dx * p.odet_x + dy * p.odet_y + dz * p.odet_z
-                    capture = (math.exp(-thick_tic * p.thickstep * p.detector_mu / parallax)
-                               - math.exp(-(thick_tic + 1) * p.thickstep * p.detector_mu / parallax))
+                    capture = (math.exp(-F(thick_tic) * p.thickstep * p.detector_mu / parallax)
+                               - math.exp(-F(thick_tic + 1) * p.thickstep * p.detector_mu / parallax))
                     if subS == 0 and subF == 0:
                         capture_bg += capture
                 for source in range(p.nsources):
@@ -367,7 +422,7 @@ def render_pixel(p, spixel, fpixel, sources, rot, phi_map, phi_map_first, Fhkl, 
                     sx = (dx - ix) / lam
                     sy = (dy - iy) / lam
                     sz = (dz - iz) / lam
-                    stol = 0.5 * math.sqrt(sx * sx + sy * sy + sz * sz)
+                    stol = F(0.5) * math.sqrt(sx * sx + sy * sy + sz * sz)
                     if dmin_skips(p, stol):
                         continue
                     if polar == 0.0 or p.oversample_polar != 0:
@@ -390,12 +445,12 @@ def render_pixel(p, spixel, fpixel, sources, rot, phi_map, phi_map_first, Fhkl, 
                             h = ax * sx + ay * sy + az * sz
                             k = bx * sx + by * sy + bz * sz
                             l = cx * sx + cy * sy + cz * sz
-                            h0 = int(math.ceil(h - 0.5))
-                            k0 = int(math.ceil(k - 0.5))
-                            l0 = int(math.ceil(l - 0.5))
+                            h0 = int(math.ceil(h - F(0.5)))
+                            k0 = int(math.ceil(k - F(0.5)))
+                            l0 = int(math.ceil(l - F(0.5)))
                             F_latt, fa, fb, fc = lattice_factor(p, h, k, l, h0, k0, l0)
                             skipped = F_latt == 0.0 and p.water == 0
-                            F_cell = 0.0
+                            F_cell = F(0.0)
                             interpolated = False
                             if not skipped:
                                 if p.interpolate != 0 and (
@@ -429,26 +484,34 @@ def render_pixel(p, spixel, fpixel, sources, rot, phi_map, phi_map_first, Fhkl, 
                                     I += term
                             if tracing and ntrace < trace.shape[0]:
                                 _trace_row(trace, ntrace, 0,
-                                           (float(thick_tic), float(subS), float(subF), float(source),
-                                            float(phi_tic), float(mos_tic), px, py, pz, airpath, omega_pixel))
+                                           (F(thick_tic), F(subS), F(subF), F(source),
+                                            F(phi_tic), F(mos_tic), px, py, pz, airpath, omega_pixel))
                                 _trace_row(trace, ntrace, 11, (dx, dy, dz, ix, iy, iz, lam, sx, sy, sz))
                                 _trace_row(trace, ntrace, 21, (ax, ay, az, bx, by, bz, cx, cy, cz))
-                                _trace_row(trace, ntrace, 30, (h, k, l, float(h0), float(k0), float(l0),
+                                _trace_row(trace, ntrace, 30, (h, k, l, F(h0), F(k0), F(l0),
                                                                fa, fb, fc, F_latt, F_cell))
-                                _trace_row(trace, ntrace, 41, (I, polar, capture, 1.0 if interpolated else 0.0,
-                                                               1.0 if skipped else 0.0))
+                                _trace_row(trace, ntrace, 41, (F(I), polar, capture,
+                                                               F(1.0) if interpolated else F(0.0),
+                                                               F(1.0) if skipped else F(0.0)))
                                 ntrace += 1
                             evaluation += 1
                     loop_seen = True
-    cap_f = 1.0
+    cap_f = F(1.0)
     if p.oversample_thick == 0 and (quirks or p.detector_thick == 0.0):
         cap_f = capture
-    polar_f = 1.0 if p.oversample_polar != 0 else polar
-    omega_f = 1.0 if p.oversample_omega != 0 else omega_pixel
-    bg = 0.0
+    polar_f = F(1.0) if p.oversample_polar != 0 else polar
+    omega_f = F(1.0) if p.oversample_omega != 0 else omega_pixel
+    bg = F(0.0)
     if not quirks and p.water != 0:
         if polar_bg < 0.0:
             polar_bg = polar
-        cap_bg = 1.0 if p.detector_thick == 0.0 else capture_bg
+        cap_bg = F(1.0) if p.detector_thick == 0.0 else capture_bg
         bg = polar_bg * omega_bg * cap_bg
     return I, cap_f, polar_f, omega_f, bg, omega_sum, first_oob
+
+
+# one physics, two ways of compiling it: a called function for the CPU
+# kernels (compiles in a third of the time), inlined for CUDA (where
+# cuda.compile_ptx needs no GPU for inlined code)
+render_pixel = njit(inline="never")(_render_pixel)
+render_pixel_inline = njit(inline="always")(_render_pixel)

@@ -44,7 +44,8 @@ def describe(backend: str) -> str:
     if backend == "cuda":
         try:
             from numba import cuda
-            return "cuda (%s)" % cuda.get_current_device().name.decode()
+            name = cuda.get_current_device().name
+            return "cuda (%s)" % (name.decode() if isinstance(name, bytes) else name)
         except Exception:
             return "cuda"
     import numba
@@ -60,22 +61,58 @@ def allocate_outputs(npix: int):
                              % (npix, npix * 56 / 2 ** 30)) from None
 
 
+def check_precision(backend: str, precision: str):
+    """Single precision exists for the GPU kernel only (the CPU kernel is C's float64)."""
+    if precision == "single" and backend != "cuda":
+        raise NanoBraggError("-precision single runs on the CUDA back end only (this run uses the CPU; "
+                             "use -precision double, the default)")
+
+
+def array_module(backend: str):
+    """numpy, or cupy for CUDA results when cupy is installed (scaling stays on the device)."""
+    if backend == "cuda":
+        try:
+            import cupy
+            return cupy
+        except Exception:
+            return np
+    return np
+
+
 def run_kernel(backend: str, prep, params, progress=None):
-    """Run one kernel pass over the image; returns ``(rows [6, npix], first_oob [npix])``."""
+    """Run one kernel pass over the image.
+
+    Returns ``(rows [6, npix], first_oob [npix], xp)``: the kernel's rows,
+    as numpy arrays, or cupy arrays on the GPU when cupy is installed
+    (``xp`` is the module that handles them).
+    """
     npix = prep.det.fpixels * prep.det.spixels
     if backend == "cuda":
         from .kernels import cuda as kcuda
-        return kcuda.render_cuda_host(params, prep.sources, prep.rot, prep.phi_map, prep.phi_map_first,
-                                      prep.Fhkl, prep.mask, precision=prep.cfg.precision)
+        from .kernels.physics import make_kparams
+        precision = prep.cfg.precision
+        if precision == "single":
+            params = make_kparams(np.float32, **params._asdict())
+        tables = prep.device_tables.get(precision) if hasattr(prep, "device_tables") else None
+        if tables is None:
+            tables = kcuda.device_tables(prep.sources, prep.rot, prep.phi_map, prep.phi_map_first, prep.Fhkl,
+                                         prep.mask, precision)
+            if hasattr(prep, "device_tables"):
+                prep.device_tables[precision] = tables
+        out, oob = kcuda.render_cuda(params, tables, npix, precision)
+        xp = array_module(backend)
+        if xp is np:
+            return out.copy_to_host(), oob.copy_to_host(), np
+        return xp.asarray(out), xp.asarray(oob), xp
     from .kernels.cpu import render_cpu
     out, oob = allocate_outputs(npix)
     if progress is None:
         render_cpu(params, prep.sources, prep.rot, prep.phi_map, prep.phi_map_first, prep.Fhkl, prep.mask,
                    out, oob, 0, npix)
-        return out, oob
+        return out, oob, np
     bounds = np.linspace(0, npix, PROGRESS_CHUNKS + 1).astype(np.int64)
     for n in range(PROGRESS_CHUNKS):
         render_cpu(params, prep.sources, prep.rot, prep.phi_map, prep.phi_map_first, prep.Fhkl, prep.mask,
                    out, oob, int(bounds[n]), int(bounds[n + 1]))
         progress(int(round(100.0 * (n + 1) / PROGRESS_CHUNKS)))
-    return out, oob
+    return out, oob, np

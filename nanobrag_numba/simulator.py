@@ -194,6 +194,7 @@ class Prepared:
     crand: object
     notes: list = field(default_factory=list)
     interpolate: bool = False
+    device_tables: dict = field(default_factory=dict)   # GPU copies of the tables, per precision
 
 
 def _seed_now():
@@ -562,21 +563,32 @@ def render(prep: Prepared, device: Optional[str] = None, progress: Optional[Call
     """
     from . import backends
     backend = backends.choose(device or prep.cfg.device)
+    backends.check_precision(backend, prep.cfg.precision)
     t0 = time.perf_counter()
-    raw, oob = backends.run_kernel(backend, prep, prep.params, progress=progress)
-    first = None
-    if prep.interpolate:
-        hit = np.flatnonzero(oob >= 0)
-        if hit.size:
-            first = (int(hit[0]), int(oob[hit[0]]))
+    raw, oob, xp = backends.run_kernel(backend, prep, prep.params, progress=progress)
+    first = _first_oob(oob, xp) if prep.interpolate else None
     if first is not None and prep.cfg.c_quirks:
         # C switches interpolation off for the rest of the image at the first miss (raster order)
         params = prep.params._replace(interp_cut_pixel=first[0], interp_cut_eval=first[1])
-        raw, oob = backends.run_kernel(backend, prep, params, progress=None)
-    img = normalise(prep, raw).reshape(prep.det.spixels, prep.det.fpixels)
+        raw, oob, xp = backends.run_kernel(backend, prep, params, progress=None)
+    img = normalise(prep, raw, xp)
+    omega_sum = float(raw[5].sum())
+    if xp is not np:
+        img = xp.asnumpy(img)
+        raw = xp.asnumpy(raw) if keep_raw else None
+    img = img.reshape(prep.det.spixels, prep.det.fpixels)
     seconds = time.perf_counter() - t0
-    return Image(floatimage=img, omega_sum=float(raw[5].sum()), backend=backend, kernel_seconds=seconds,
+    return Image(floatimage=img, omega_sum=omega_sum, backend=backend, kernel_seconds=seconds,
                  first_oob=first, raw=raw if keep_raw else None)
+
+
+def _first_oob(oob, xp):
+    """(pixel, evaluation) of the first out-of-table interpolation in raster order, or None."""
+    hit = xp.flatnonzero(oob >= 0)
+    if hit.size == 0:
+        return None
+    i = int(hit[0])
+    return i, int(oob[i])
 
 
 @dataclass
@@ -714,7 +726,9 @@ def run_command_line(cfg: Config) -> int:
     prep = prepare(cfg, log)
     from . import backends
     backend = backends.choose(cfg.device)
-    log("rendering on %s" % backends.describe(backend))
+    backends.check_precision(backend, cfg.precision)
+    log("rendering on %s%s" % (backends.describe(backend),
+                              ", single precision" if cfg.precision == "single" else ""))
     progress = None
     if cfg.progress:
         progress = lambda pct: (print("%d%% done" % pct), sys.stdout.flush())  # noqa: E731

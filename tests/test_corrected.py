@@ -97,7 +97,7 @@ def test_interpolation_falls_back_per_evaluation_only(hkl):
     sim = nb.Simulator(flags, device="cpu")
     prep = sim.prepare()
     assert prep.interpolate
-    _, oob = run_kernel("cpu", prep, prep.params)
+    _, oob, _xp = run_kernel("cpu", prep, prep.params)
     oob = oob.reshape(prep.det.shape)
     assert 0 < (oob >= 0).sum() < oob.size
     first = np.flatnonzero(oob.ravel() >= 0)[0]

@@ -1,0 +1,89 @@
+"""CUDA kernel: one GPU thread per pixel, the physics of ``physics.py``.
+
+The per-pixel loop (layers, sub-pixels, sources, phi steps, mosaic domains)
+is ``render_pixel`` itself, compiled by numba-cuda as an inlined device
+function; this module only hands out pixels, moves the tables to the device
+and returns the kernel's rows as device arrays.  ``precision="single"`` uses
+the float32 compilation of the same source (``physics32``).
+
+Tables live on the device for the whole render: sources, the rotated cell
+vectors of every (phi step, mosaic domain), the HKL table, the mask.  The
+driver scales the image on the device (cupy) and copies the float32 image
+back once.
+"""
+import os
+
+import numpy as np
+from numba import cuda
+
+from . import physics as _p64
+from .physics import TRACE_FIELDS
+
+#: threads per block; 128 keeps enough blocks in flight for 64x64 images too
+THREADS_PER_BLOCK = int(os.environ.get("NANOBRAGG_CUDA_TPB", "128"))
+
+
+def _make_kernel(phys):
+    render_pixel = phys.render_pixel_inline
+    pixel_is_rendered = phys.pixel_is_rendered
+
+    @cuda.jit
+    def render_kernel(p, sources, rot, phi_map, phi_map_first, Fhkl, mask, out, out_oob, trace, first, last):
+        idx = first + cuda.grid(1)
+        if idx >= last:
+            return
+        spixel = idx // p.fpixels
+        fpixel = idx - spixel * p.fpixels
+        if not pixel_is_rendered(p, mask, spixel, fpixel):
+            for row in range(6):
+                out[row, idx] = 0.0
+            out_oob[idx] = -1
+            return
+        I, cap, polar, omega, bg, omega_sum, oob = render_pixel(
+            p, spixel, fpixel, sources, rot, phi_map, phi_map_first, Fhkl, trace)
+        out[0, idx] = I
+        out[1, idx] = cap
+        out[2, idx] = polar
+        out[3, idx] = omega
+        out[4, idx] = bg
+        out[5, idx] = omega_sum
+        out_oob[idx] = oob
+
+    return render_kernel
+
+
+_KERNELS = {}
+
+
+def kernel(precision="double"):
+    """The CUDA kernel of a precision (``double`` or ``single``), built once."""
+    if precision not in _KERNELS:
+        if precision == "single":
+            from . import physics32 as phys
+        else:
+            phys = _p64
+        _KERNELS[precision] = _make_kernel(phys)
+    return _KERNELS[precision]
+
+
+def device_tables(sources, rot, phi_map, phi_map_first, Fhkl, mask, precision="double"):
+    """Copy the per-image tables to the device (float32 ones for single precision)."""
+    dtype = np.float32 if precision == "single" else np.float64
+    return (cuda.to_device(np.ascontiguousarray(sources, dtype=dtype)),
+            cuda.to_device(np.ascontiguousarray(rot, dtype=dtype)),
+            cuda.to_device(np.ascontiguousarray(phi_map)),
+            cuda.to_device(np.ascontiguousarray(phi_map_first)),
+            cuda.to_device(np.ascontiguousarray(Fhkl, dtype=dtype)),
+            cuda.to_device(np.ascontiguousarray(mask)))
+
+
+def render_cuda(params, tables, npix, precision="double", threads_per_block=None):
+    """Launch the kernel over all pixels; returns device arrays (rows [6, npix], first_oob [npix])."""
+    tpb = threads_per_block or THREADS_PER_BLOCK
+    out = cuda.device_array((6, npix), dtype=np.float64)
+    oob = cuda.device_array(npix, dtype=np.int64)
+    trace = cuda.device_array((1, TRACE_FIELDS), dtype=np.float32 if precision == "single" else np.float64)
+    blocks = (npix + tpb - 1) // tpb
+    kernel(precision)[blocks, tpb](params, *tables, out, oob, trace, 0, npix)
+    cuda.synchronize()
+    return out, oob
