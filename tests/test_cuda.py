@@ -173,6 +173,20 @@ def test_gpu_matches_c_with_quirks(case, tmp_path, monkeypatch, capsys):
 @needs_gpu
 @pytest.mark.golden
 @pytest.mark.parametrize("case", DEFAULT_CASES or [None], ids=[c["id"] for c in DEFAULT_CASES] or ["no-data"])
+def test_gpu_matches_c_default(case, tmp_path, monkeypatch, capsys):
+    from test_golden_parity import compare
+    from nanobrag_numba.cli import main
+    golden.require()
+    golden.stage(case, tmp_path)
+    monkeypatch.chdir(tmp_path)
+    assert main(golden.OUTPUT_FLAGS + list(case["args"]) + ["-device", "cuda"]) == 0
+    compare(case, tmp_path)
+
+
+@pytest.mark.gpu
+@needs_gpu
+@pytest.mark.golden
+@pytest.mark.parametrize("case", DEFAULT_CASES or [None], ids=[c["id"] for c in DEFAULT_CASES] or ["no-data"])
 def test_gpu_single_precision_correlation(case, tmp_path, monkeypatch):
     golden.require()
     golden.stage(case, tmp_path)

@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# One device check, run from the checkout root on a machine with an NVIDIA GPU:
+#   bash bench/gpu_check.sh            (report in $OUT, or bench/out/gpu when OUT is unset)
+# Installs the checkout, then ONE Python process (kernels compile once) runs the
+# GPU tests, the golden parity on the GPU in float64 and single precision, the
+# single-vs-double error table and the G1 benchmark; see bench/gpu_check.py.
+# The golden data travels in ./golden_data (git-ignored; copy ../shared/golden there).
+set -uo pipefail
+cd "$(dirname "$0")/.."
+OUT="${OUT:-bench/out/gpu}"
+mkdir -p "$OUT"
+export PYTHONUNBUFFERED=1
+if [ -d golden_data ] && [ -z "${NANOBRAGG_GOLDEN:-}" ]; then export NANOBRAGG_GOLDEN="$PWD/golden_data"; fi
+python3 -m pip install -q --no-deps --no-build-isolation -e . 2>&1 | tail -2
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv > "$OUT/nvidia-smi.txt" 2>&1
+python3 bench/gpu_check.py "$OUT" "$@" 2>&1 | tee "$OUT/gpu_check.log"
