@@ -1,11 +1,12 @@
 """One pixel explained: every evaluation of the kernel's loop, and its factors.
 
 The trace runs the same ``render_pixel`` as the kernels (on one CPU core,
-whatever back end rendered the image) with recording switched on for one
-pixel, so what it prints is what the image was made of.  It serves
-``-printout``/``-printout_pixel`` (C's lines), ``-trace_pixel`` (TRACE_PY
-lines, comparable with the instrumented C traces) and the interpolation
-warning.
+in float64, whatever back end rendered the image) with recording switched
+on for one pixel, so what it prints is what the image was made of.  It
+serves ``-printout``/``-printout_pixel`` (C's lines), ``-trace_pixel``
+(TRACE_PY lines, comparable with the instrumented C traces; the lines are
+written by :mod:`nanobrag_numba.tracefmt`, see docs/trace.md) and the
+interpolation warning.
 """
 from __future__ import annotations
 
@@ -19,12 +20,35 @@ COL = {name: i for i, name in enumerate(TRACE_COLUMNS)}
 
 
 def evaluations_per_pixel(prep) -> int:
+    """Evaluations of the kernel's loop for one pixel (layers x sub-pixels x sources x phi x domains)."""
     s = prep.sampling
     return s.thicksteps * prep.oversample ** 2 * prep.sources.shape[0] * s.phisteps * s.mosaic_domains
 
 
+def trace_params(prep, image=None):
+    """The kernel parameters the image was rendered with.
+
+    With ``-c_quirks`` an image whose interpolation C would switch off at a
+    pixel was rendered a second time with that cut (``simulator.render``);
+    the cut is in ``image.first_oob``.  Without an image, or without the
+    cut, these are ``prep.params``.
+    """
+    p = prep.params
+    if image is not None and prep.cfg.c_quirks and getattr(image, "first_oob", None) is not None:
+        p = p._replace(interp_cut_pixel=int(image.first_oob[0]), interp_cut_eval=int(image.first_oob[1]))
+    return p
+
+
 def trace_pixel(prep, spixel: int, fpixel: int, params=None):
     """Run one pixel with recording on.
+
+    Parameters
+    ----------
+    prep : simulator.Prepared
+    spixel, fpixel : int
+        The pixel (slow, fast).
+    params : KParams, optional
+        Kernel parameters (default ``prep.params``; see :func:`trace_params`).
 
     Returns
     -------
@@ -61,7 +85,7 @@ def evaluation(prep, spixel: int, fpixel: int, ev: int) -> dict:
 
 def printout_lines(prep, image, spixel: int, fpixel: int):
     """C's ``-printout`` block for one pixel (values of its last evaluation)."""
-    rows, result = trace_pixel(prep, spixel, fpixel)
+    rows, result = trace_pixel(prep, spixel, fpixel, trace_params(prep, image))
     if rows.shape[0] == 0:
         return []
     r = {name: float(rows[-1, i]) for i, name in enumerate(TRACE_COLUMNS)}
@@ -88,6 +112,19 @@ def printout_lines(prep, image, spixel: int, fpixel: int):
     return lines
 
 
+def pixel_state(prep, spixel: int, fpixel: int) -> str:
+    """Why a pixel cannot be traced ('' when it can): outside the detector, the ROI or the mask."""
+    det = prep.det
+    if not (0 <= spixel < det.spixels and 0 <= fpixel < det.fpixels):
+        return "outside the %dx%d (fast x slow) detector" % (det.fpixels, det.spixels)
+    xmin, xmax, ymin, ymax = det.roi
+    if fpixel < xmin or fpixel > xmax or spixel < ymin or spixel > ymax:
+        return "outside the -roi"
+    if prep.params.use_mask and prep.mask[spixel * det.fpixels + fpixel] == 0:
+        return "masked out by -mask"
+    return ""
+
+
 def report(prep, image, log=print):
     """Print what ``-printout``/``-printout_pixel`` and ``-trace_pixel`` ask for."""
     cfg, det = prep.cfg, prep.det
@@ -101,11 +138,25 @@ def report(prep, image, log=print):
                 for line in printout_lines(prep, image, s, f):
                     log(line)
     if cfg.trace_pixel is not None:
-        for line in trace_lines(prep, image, *cfg.trace_pixel):
+        s, f = cfg.trace_pixel
+        why = pixel_state(prep, s, f)
+        if why:
+            log("WARNING: -trace_pixel %d %d: the pixel is %s and is not rendered; no trace" % (s, f, why))
+            return
+        for line in trace_lines(prep, image, s, f):
             log(line)
 
 
-def trace_lines(prep, image, spixel, fpixel):
-    """TRACE_PY lines for one pixel (see docs/trace.md)."""
+def trace_lines(prep, image, spixel: int, fpixel: int):
+    """TRACE_PY lines for one pixel (see :func:`nanobrag_numba.tracefmt.format_trace`, docs/trace.md).
+
+    Parameters
+    ----------
+    prep : simulator.Prepared
+    image : simulator.Image or None
+        The rendered image (any back end); None leaves out ``floatimage_accumulated``.
+    spixel, fpixel : int
+        The pixel (slow, fast).
+    """
     from .tracefmt import format_trace
     return format_trace(prep, image, spixel, fpixel)
