@@ -1,0 +1,580 @@
+"""Benchmark runner: nanobrag-numba against the C nanoBragg on named cases.
+
+    python -m bench [--cases B1,B2] [--threads N] [--repeat N] [--device cpu|cuda]
+                    [--name NAME] [--json PATH] [--markdown PATH] [--commit REV] [--no-c]
+    python bench/run.py ...          (the same)
+
+For every case (``bench/cases.py``), with OMP_NUM_THREADS = NUMBA_NUM_THREADS
+= --threads for every child process:
+
+1. ours, in-process kernel time: ``bench/probe.py`` in a child process
+   (prepare() + render() after a one-pixel warm-up, ``Image.kernel_seconds``),
+   which also saves our float image and the loop counts;
+2. C (when $NANOBRAGG_C names the binary): the full command line (wall time,
+   peak RSS, float image, its printed loop counts), then the same with
+   ``-roi 0 0 0 0`` (one pixel): C's kernel time is estimated as the
+   difference of the two wall times (C prints no timing).  C runs shorter
+   than SHORT_S are repeated SHORT_REPEAT times (minimum kept);
+3. the check: our image is finite and not empty, C's loop counts equal ours,
+   and the correlation of our float image with C's is at least CORR_MIN;
+   a case that fails is marked FAIL in the table and the runner exits 1;
+4. ours, the whole command ``nanobrag-numba ... -device DEVICE`` (wall time,
+   peak RSS; its float image must equal the in-process one), and the same
+   with ``-roi 0 0 0 0`` (the same wall-minus-one-pixel estimate as for C,
+   a cross-check of the method);
+5. cases with ``cold_start`` (B4) also run the command once more with an
+   empty Numba cache (NUMBA_CACHE_DIR = a new temporary folder).
+
+Peak RSS comes from GNU time's ``%M`` (see ``run_timed``).  With
+--repeat N every timed run is done N times and the minimum is kept.  The
+results go to bench/results/NAME.json and NAME.md (NAME defaults to
+``cpu-<threads>core`` or ``cuda``).
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from typing import Dict, List, Optional, Tuple
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+if __package__ in (None, ""):
+    sys.path.insert(0, ROOT)
+
+from bench.cases import CASES, DEFAULT_CPU, DEFAULT_CUDA, parse_c_counts  # noqa: E402
+from bench.make_hkl import ensure_hkl, sha256  # noqa: E402
+
+OUT_DIR = os.path.join(HERE, "out")
+RESULTS_DIR = os.path.join(HERE, "results")
+CORR_MIN = 0.999          # float-image correlation with C needed to pass the check
+ONE_PIXEL = ["-roi", "0", "0", "0", "0"]
+SHORT_S = 1.0             # C runs shorter than this are repeated at least SHORT_REPEAT times
+SHORT_REPEAT = 20
+LOAD_WARN = 0.5           # 1-min load average at the start above which the table carries a warning
+NOISE_S = 0.005           # C kernel estimates below NOISE_S or below NOISE_FRACTION x C's one-pixel
+NOISE_FRACTION = 0.1      # wall time are start-up jitter: shown as "< x (noise)", no rate or ratio
+
+
+# ---------------------------------------------------------------- processes
+
+SOURCE_TREE: Optional[str] = None   # an exported commit (--commit), imported ahead of the installed package
+
+
+def child_env(threads: int, extra: Optional[Dict[str, str]] = None) -> Dict[str, str]:
+    """The environment of every child: the same thread count for C (OpenMP) and us (Numba)."""
+    env = dict(os.environ)
+    env["OMP_NUM_THREADS"] = str(threads)
+    env["NUMBA_NUM_THREADS"] = str(threads)
+    path = [SOURCE_TREE] if SOURCE_TREE else []
+    path += [ROOT] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else [])
+    env["PYTHONPATH"] = os.pathsep.join(path)
+    if extra:
+        env.update(extra)
+    return env
+
+
+def gnu_time() -> Optional[str]:
+    """GNU time, if installed: it forks the measured program from its own small process."""
+    exe = shutil.which("time", path="/usr/bin:/bin:/usr/local/bin")
+    if not exe:
+        return None
+    try:
+        p = subprocess.run([exe, "-f", "%M", "true"], capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return exe if p.returncode == 0 and p.stderr.strip().splitlines()[-1:] and \
+        p.stderr.strip().splitlines()[-1].isdigit() else None
+
+
+GNU_TIME = gnu_time()
+RSS_METHOD = ("GNU time %M (peak RSS of the program itself)" if GNU_TIME else
+              "os.wait4 ru_maxrss (upper bound: Linux charges the runner's RSS at spawn to the child)")
+
+
+def run_timed(cmd: List[str], cwd: str, env: Dict[str, str], log_path: str) -> dict:
+    """Run one child; its wall time, exit status and peak RSS.
+
+    Peak RSS: with GNU time, its ``%M`` of the program.  ``ru_maxrss`` of
+    ``os.wait4`` on a child started from this (large) Python process is not
+    usable on Linux: the exec records the spawning memory map's high-water
+    mark, so a 6 MB C program reports the runner's ~100 MB.  GNU time forks
+    the program from its own small process, which gives the program's own
+    peak (checked against /proc VmHWM).  Without GNU time the wait4 value is
+    kept as an upper bound.
+    """
+    os.makedirs(cwd, exist_ok=True)
+    rss_file = log_path + ".rss"
+    full = ([GNU_TIME, "-f", "%M %U %S", "-o", rss_file] + cmd) if GNU_TIME else cmd
+    with open(log_path, "wb") as log:
+        t0 = time.perf_counter()
+        proc = subprocess.Popen(full, cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL)
+        _pid, status, usage = os.wait4(proc.pid, 0)
+        wall = time.perf_counter() - t0
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    rss = usage.ru_maxrss * (1 if sys.platform == "darwin" else 1024)
+    cpu = usage.ru_utime + usage.ru_stime
+    if GNU_TIME:
+        with open(rss_file) as f:
+            last = f.read().split()[-3:]      # "%M %U %S" is the last line
+        rss = int(last[0]) * 1024
+        os.remove(rss_file)
+    return {"wall_s": wall, "cpu_s": cpu, "rc": proc.returncode, "rss_bytes": int(rss), "log": log_path}
+
+
+def run_best(cmd, cwd, env, log_path, repeat: int, short_repeat: int = 1) -> dict:
+    """``run_timed`` REPEAT times: the minimum wall time, the largest peak RSS.
+
+    When the first run is shorter than SHORT_S, it is run at least
+    ``short_repeat`` times in all (cheap, and it resolves small differences).
+    """
+    runs = [run_timed(cmd, cwd, env, log_path)]
+    total = max(1, repeat)
+    if runs[0]["wall_s"] < SHORT_S:
+        total = max(total, short_repeat)
+    runs += [run_timed(cmd, cwd, env, log_path) for _ in range(total - 1)]
+    bad = [r for r in runs if r["rc"] != 0]
+    if bad:
+        raise RuntimeError("%s exited with %d; see %s" % (" ".join(cmd[:1]), bad[0]["rc"], log_path))
+    return {"wall_s": min(r["wall_s"] for r in runs), "wall_s_all": [r["wall_s"] for r in runs],
+            "cpu_s_all": [r["cpu_s"] for r in runs],
+            "rss_bytes": max(r["rss_bytes"] for r in runs), "log": os.path.relpath(log_path, ROOT)}
+
+
+def ours_command() -> List[str]:
+    """``nanobrag-numba`` from PATH; ``python -m nanobrag_numba`` for an exported commit."""
+    exe = shutil.which("nanobrag-numba")
+    return [exe] if exe and not SOURCE_TREE else [sys.executable, "-m", "nanobrag_numba"]
+
+
+def export_commit(rev: str) -> Tuple[str, str]:
+    """Extract the program (nanobrag_numba/ and kernels/) of commit REV into bench/out/src/.
+
+    The result is an importable tree: ``nanobrag_numba/`` with ``kernels/``
+    placed at ``nanobrag_numba/kernels`` (where the installed package maps
+    it).  Returns (directory, full commit hash).  The checkout itself is not
+    touched.
+    """
+    import io
+    import tarfile
+    commit = git("rev-parse", "--verify", rev + "^{commit}").strip()
+    if not commit:
+        raise SystemExit("bench: --commit %s is not a commit of %s" % (rev, ROOT))
+    dest = os.path.join(OUT_DIR, "src", commit[:12])
+    stamp = os.path.join(dest, ".complete")
+    if not os.path.exists(stamp):
+        shutil.rmtree(dest, ignore_errors=True)
+        data = subprocess.run(["git", "archive", "--format=tar", commit, "nanobrag_numba", "kernels"],
+                              cwd=ROOT, capture_output=True, check=True).stdout
+        with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+            members = []
+            for m in tar.getmembers():
+                if m.name.startswith("kernels"):
+                    m.name = "nanobrag_numba/" + m.name
+                members.append(m)
+            try:
+                tar.extractall(dest, members=members, filter="data")
+            except TypeError:   # Python without extraction filters (our own git archive: trusted)
+                tar.extractall(dest, members=members)
+        open(stamp, "w").close()
+    return dest, commit
+
+
+def read_text(path: str) -> str:
+    with open(path, errors="replace") as f:
+        return f.read()
+
+
+# ---------------------------------------------------------------- checks
+
+def read_float_image(path: str, fpixels: int, spixels: int):
+    import numpy as np
+    return np.fromfile(path, dtype="<f4").reshape(spixels, fpixels)
+
+
+def compare_images(ours, ref) -> dict:
+    """Correlation and largest difference (relative to the reference's maximum) of two float images."""
+    import numpy as np
+    a = ours.astype(np.float64).ravel()
+    b = ref.astype(np.float64).ravel()
+    if a.std() == 0.0 or b.std() == 0.0:
+        corr = 1.0 if np.array_equal(a, b) else 0.0
+    else:
+        corr = float(np.corrcoef(a, b)[0, 1])
+    scale = float(np.abs(b).max()) or 1.0
+    return {"corr": corr, "max_rel_diff": float(np.abs(a - b).max() / scale),
+            "sum_ratio": float(a.sum() / b.sum()) if b.sum() else None}
+
+
+# ---------------------------------------------------------------- one case
+
+def run_case(name: str, hkl: str, args, c_bin: Optional[str]) -> dict:
+    import numpy as np
+
+    case = CASES[name]
+    work = os.path.join(OUT_DIR, "work", name)
+    if os.path.isdir(work):
+        shutil.rmtree(work)
+    os.makedirs(work)
+    env = child_env(args.threads)
+    words = case.words(hkl)
+    res = {"case": name, "title": case.title, "flags": case.flags.format(hkl="P1.hkl"),
+           "command": " ".join(case.words("P1.hkl")), "check": {"ok": True, "problems": []}}
+    problems = res["check"]["problems"]
+
+    def say(msg):
+        print("[%s] %s" % (name, msg), flush=True)
+
+    # 1. ours, in-process kernel time (and the reference image of ours)
+    say("in-process kernel time (prepare + render after a one-pixel warm-up)")
+    probe_img = os.path.join(work, "ours_probe.npy")
+    probe_log = os.path.join(work, "ours_probe.log")
+    cmd = [sys.executable, os.path.join(HERE, "probe.py"), name, hkl, args.device, str(args.repeat), probe_img]
+    r = run_timed(cmd, work, env, probe_log)
+    if r["rc"] != 0:
+        raise RuntimeError("the in-process probe of %s failed; see %s" % (name, probe_log))
+    probe = json.loads(read_text(probe_log).strip().splitlines()[-1])
+    res["ours_probe"] = probe
+    if SOURCE_TREE and not probe["module_file"].startswith(SOURCE_TREE + os.sep):
+        raise RuntimeError("the probe imported %s, not the exported commit" % probe["module_file"])
+    counts = probe["counts"]
+    res["counts"], res["evaluations"] = counts, probe["evaluations"]
+    ours_img = np.load(probe_img)
+    if not probe["image_finite"]:
+        problems.append("our image has non-finite pixels")
+    if not probe["image_sum"] > 0.0:
+        problems.append("our image is empty")
+    if probe["numba_threads"] not in (None, args.threads):
+        problems.append("Numba ran %s threads, not %d" % (probe["numba_threads"], args.threads))
+    say("kernel %.3f s (%d evaluations)" % (probe["kernel_s"], probe["evaluations"]))
+
+    # 2. C, full image and one pixel
+    if c_bin and (case.run_c or args.force_c):
+        say("C: full image")
+        cdir = os.path.join(work, "c")
+        c_full = run_best([c_bin] + words, cdir, env, os.path.join(work, "c_full.log"), args.repeat,
+                          SHORT_REPEAT)
+        c_text = read_text(os.path.join(work, "c_full.log"))
+        c_counts = parse_c_counts(c_text)
+        c_img = read_float_image(os.path.join(cdir, "floatimage.bin"), counts["fpixels"], counts["spixels"])
+        say("C: one pixel (-roi 0 0 0 0)")
+        c_roi = run_best([c_bin] + words + ONE_PIXEL, os.path.join(work, "c_roi"), env,
+                         os.path.join(work, "c_roi.log"), args.repeat, SHORT_REPEAT)
+        res["c"] = {"full": c_full, "roi": c_roi, "counts": c_counts,
+                    "kernel_s_est": c_full["wall_s"] - c_roi["wall_s"]}
+        # 3. the check against C
+        for key in ("pixels", "oversample", "sources", "phisteps", "mosaic_domains", "thicksteps"):
+            if key in c_counts and c_counts[key] != counts[key]:
+                problems.append("C's %s = %d, ours %d" % (key, c_counts[key], counts[key]))
+            elif key not in c_counts:
+                problems.append("C's %s not found in its output" % key)
+        cmp = compare_images(ours_img, c_img)
+        res["vs_c"] = cmp
+        if not cmp["corr"] >= CORR_MIN:
+            problems.append("correlation with C %.6f < %g" % (cmp["corr"], CORR_MIN))
+        say("C wall %.3f s, kernel (est.) %.3f s; corr(ours, C) = %.6f"
+            % (c_full["wall_s"], res["c"]["kernel_s_est"], cmp["corr"]))
+
+    # 4. ours, the whole command
+    dev = ["-device", args.device]
+    say("ours: whole command, full image")
+    odir = os.path.join(work, "ours")
+    o_full = run_best(ours_command() + words + dev, odir, env, os.path.join(work, "ours_full.log"), args.repeat)
+    cli_img = read_float_image(os.path.join(odir, "floatimage.bin"), counts["fpixels"], counts["spixels"])
+    same = compare_images(cli_img, ours_img)
+    if same["max_rel_diff"] != 0.0:
+        problems.append("the command's image differs from the in-process one (max rel diff %.3g)"
+                        % same["max_rel_diff"])
+    say("ours: whole command, one pixel (-roi 0 0 0 0)")
+    o_roi = run_best(ours_command() + words + dev + ONE_PIXEL, os.path.join(work, "ours_roi"), env,
+                     os.path.join(work, "ours_roi.log"), args.repeat)
+    res["ours"] = {"full": o_full, "roi": o_roi, "kernel_s": probe["kernel_s"],
+                   "kernel_s_wall_minus_roi": o_full["wall_s"] - o_roi["wall_s"],
+                   "cli_vs_in_process": same}
+
+    # 5. cold start: an empty Numba cache
+    if case.cold_start:
+        colds = []
+        for _ in range(max(1, args.repeat)):
+            cache = tempfile.mkdtemp(prefix="numba-cold-", dir=work)
+            say("ours: cold start (NUMBA_CACHE_DIR=%s)" % os.path.relpath(cache, ROOT))
+            colds.append(run_best(ours_command() + words + dev, os.path.join(work, "ours_cold"),
+                                  child_env(args.threads, {"NUMBA_CACHE_DIR": cache}),
+                                  os.path.join(work, "ours_cold.log"), 1))
+            shutil.rmtree(cache, ignore_errors=True)
+        best = min(colds, key=lambda r: r["wall_s"])
+        best["wall_s_all"] = [c["wall_s"] for c in colds]
+        res["ours"]["cold"] = best
+
+    n = res["evaluations"]
+    res["ours"]["evals_per_s"] = n / probe["kernel_s"] if probe["kernel_s"] > 0 else None
+    if "c" in res:
+        ck = res["c"]["kernel_s_est"]
+        # below the jitter of process starts the difference means nothing: no rate, no ratio
+        noise = max(NOISE_S, NOISE_FRACTION * res["c"]["roi"]["wall_s"])
+        resolved = ck > noise
+        res["c"]["kernel_noise_s"] = noise
+        res["c"]["kernel_resolved"] = resolved
+        res["c"]["evals_per_s"] = n / ck if resolved else None
+        res["ratio_wall"] = res["c"]["full"]["wall_s"] / o_full["wall_s"]
+        res["ratio_kernel"] = ck / probe["kernel_s"] if resolved and probe["kernel_s"] > 0 else None
+    res["check"]["ok"] = not problems
+    say("ours wall %.3f s; check %s" % (o_full["wall_s"], "ok" if not problems else "FAIL: " + "; ".join(problems)))
+    return res
+
+
+# ---------------------------------------------------------------- machine and report
+
+def git(*argv) -> str:
+    try:
+        return subprocess.run(["git", *argv], cwd=ROOT, capture_output=True, text=True,
+                              check=True).stdout
+    except (OSError, subprocess.CalledProcessError):
+        return ""
+
+
+def cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def gpu_name() -> Optional[str]:
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"],
+                             capture_output=True, text=True, timeout=30)
+        return out.stdout.strip().splitlines()[0] if out.returncode == 0 and out.stdout.strip() else None
+    except (OSError, subprocess.SubprocessError, IndexError):
+        return None
+
+
+def machine_info(args, hkl: str, c_bin: Optional[str]) -> dict:
+    import numba
+    import numpy
+    if args.commit:
+        commit, modified, source = args.commit_hash, [], "commit %s exported to %s" % (
+            args.commit, os.path.relpath(SOURCE_TREE, ROOT))
+    else:
+        dirty = git("status", "--porcelain", "--", "nanobrag_numba", "kernels", "setup.cfg")
+        commit = git("rev-parse", "HEAD").strip()
+        modified = [line[3:] for line in dirty.splitlines() if line.strip()]
+        source = "the installed (editable) package, i.e. the checkout's working tree"
+    info = {
+        "date": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "commit": commit,
+        "program_files_modified": modified,
+        "program_source": source,
+        "loadavg_start": list(os.getloadavg()),
+        "nproc": os.cpu_count(),
+        "cpus_usable": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
+        "cpu_model": cpu_model(),
+        "platform": platform.platform(),
+        "python": platform.python_version(), "numba": numba.__version__, "numpy": numpy.__version__,
+        "threads": args.threads, "repeat": args.repeat, "device": args.device,
+        "ours_command": " ".join(ours_command()),
+        "hkl": {"file": os.path.relpath(hkl, ROOT), "sha256": sha256(hkl),
+                "reflections": sum(1 for _ in open(hkl))},
+        "c_binary": c_bin, "c_binary_sha256": sha256(c_bin) if c_bin else None,
+        "corr_min": CORR_MIN,
+        "rss_method": RSS_METHOD,
+    }
+    if args.device == "cuda":
+        info["gpu"] = gpu_name()
+    return info
+
+
+def _f(x, fmt="%.3f"):
+    return "—" if x is None else fmt % x
+
+
+def _mib(b):
+    return None if b is None else b / 2 ** 20
+
+
+def markdown(meta: dict, results: List[dict]) -> str:
+    m = meta
+    errors = [r for r in results if "error" in r]
+    results = [r for r in results if "error" not in r]
+    mod = m["program_files_modified"]
+    lines = [
+        "# nanobrag-numba benchmark: %s" % m["name"], "",
+        "- date: %s" % m["date"],
+        "- commit: `%s`%s (program measured: %s)"
+        % (m["commit"], (" + uncommitted changes in " + ", ".join(mod)) if mod else "", m["program_source"]),
+        "- machine: %s, nproc %s; %s" % (m["cpu_model"], m["nproc"], m["platform"]),
+        "- threads: %d for both programs (OMP_NUM_THREADS = NUMBA_NUM_THREADS = %d); device %s%s"
+        % (m["threads"], m["threads"], m["device"], (" (%s)" % m["gpu"]) if m.get("gpu") else ""),
+        "- repeat: %d (minimum kept); Python %s, Numba %s, NumPy %s; peak RSS: %s"
+        % (m["repeat"], m["python"], m["numba"], m["numpy"], m["rss_method"]),
+        "- load average (1, 5, 15 min) at start %s, at end %s; run took %.0f s%s"
+        % (" ".join("%.2f" % x for x in m["loadavg_start"]),
+           " ".join("%.2f" % x for x in m["loadavg_end"]), m["total_s"],
+           ("  \n  **warning: other processes were using the CPUs (1-min load %.2f at the start); "
+            "the times are inflated**" % m["loadavg_start"][0]) if m["loadavg_start"][0] > LOAD_WARN else ""),
+        "- C reference: %s" % (("`%s` (sha256 %s…)" % (m["c_binary"], m["c_binary_sha256"][:12]))
+                               if m["c_binary"] else "not run (set NANOBRAGG_C)"),
+        "- structure factors: %s, %d reflections, sha256 %s…"
+        % (m["hkl"]["file"], m["hkl"]["reflections"], m["hkl"]["sha256"][:12]),
+        "- rerun: `%s`" % m["rerun"], "",
+        "Times in seconds, RSS in MiB, Meval/s = 10^6 inner evaluations per second of kernel time. "
+        "Ours: kernel = in-process `render()` time; C: kernel = wall − wall with `-roi 0 0 0 0` "
+        "(estimate). C/ours > 1: ours is faster. See bench/README.md.", "",
+        "| case | evaluations | ours wall | ours kernel | ours Meval/s | ours RSS | C wall | C kernel (est.) "
+        "| C Meval/s | C RSS | C/ours wall | C/ours kernel | corr(ours, C) | check |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    for r in results:
+        o, c = r["ours"], r.get("c")
+        meps = lambda e: None if e is None else e / 1e6  # noqa: E731
+        check = "ok" if r["check"]["ok"] else "FAIL: " + "; ".join(r["check"]["problems"])
+        lines.append("| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |" % (
+            r["case"], "{:,}".format(r["evaluations"]),
+            _f(o["full"]["wall_s"]), _f(o["kernel_s"]), _f(meps(o["evals_per_s"]), "%.2f"),
+            _f(_mib(o["full"]["rss_bytes"]), "%.0f"),
+            _f(c and c["full"]["wall_s"]),
+            (_f(c["kernel_s_est"]) if c["kernel_resolved"] else "< %.3f (noise)" % c["kernel_noise_s"])
+            if c else "—",
+            _f(c and meps(c["evals_per_s"]), "%.2f"), _f(c and _mib(c["full"]["rss_bytes"]), "%.0f"),
+            _f(r.get("ratio_wall"), "%.2f"), _f(r.get("ratio_kernel"), "%.2f"),
+            _f(r.get("vs_c", {}).get("corr"), "%.6f"), check))
+    colds = [r for r in results if "cold" in r["ours"]]
+    if colds:
+        lines += ["", "Start-up (whole command; cold = empty Numba cache, so every kernel is compiled):", "",
+                  "| case | ours cold wall | ours warm wall | C wall |", "|---|---:|---:|---:|"]
+        for r in colds:
+            lines.append("| %s | %s | %s | %s |" % (r["case"], _f(r["ours"]["cold"]["wall_s"]),
+                                                    _f(r["ours"]["full"]["wall_s"]),
+                                                    _f(r.get("c") and r["c"]["full"]["wall_s"])))
+    lines += ["", "Method cross-check (wall of the one-pixel run, and the wall-minus-one-pixel estimate "
+                  "applied to ours too):", "",
+              "| case | ours prepare | ours kernel (in-process) | ours one-pixel wall | ours wall − one-pixel "
+              "| C one-pixel wall | C wall − one-pixel | max rel diff vs C | C RSS one-pixel | ours RSS one-pixel |",
+              "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in results:
+        o, c = r["ours"], r.get("c")
+        lines.append("| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |" % (
+            r["case"], _f(r["ours_probe"]["prepare_s"]), _f(o["kernel_s"]), _f(o["roi"]["wall_s"]),
+            _f(o["kernel_s_wall_minus_roi"]), _f(c and c["roi"]["wall_s"]), _f(c and c["kernel_s_est"]),
+            _f(r.get("vs_c", {}).get("max_rel_diff"), "%.2g"),
+            _f(c and _mib(c["roi"]["rss_bytes"]), "%.0f"), _f(_mib(o["roi"]["rss_bytes"]), "%.0f")))
+    lines += ["", "Cases (loop counts from our prepare(); C's printed counts are checked to match):", "",
+              "| case | what | pixels | sub-pixels | sources | phi steps | mosaic domains | command |",
+              "|---|---|---:|---:|---:|---:|---:|---|"]
+    for r in results:
+        n = r["counts"]
+        lines.append("| %s | %s | %dx%d | %d | %d | %d | %d | `%s` |" % (
+            r["case"], r["title"], n["fpixels"], n["spixels"], n["subpixels"], n["sources"], n["phisteps"],
+            n["mosaic_domains"], r["command"]))
+    if errors:
+        lines += ["", "Cases that did not run to the end:", ""]
+        lines += ["- %s: %s" % (r["case"], r["error"]) for r in errors]
+    return "\n".join(lines) + "\n"
+
+
+# ---------------------------------------------------------------- main
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--cases", default=None,
+                   help="comma-separated case names (default: %s on cpu, %s on cuda)"
+                        % (",".join(DEFAULT_CPU), ",".join(DEFAULT_CUDA)))
+    p.add_argument("--threads", type=int, default=os.cpu_count(),
+                   help="OMP_NUM_THREADS and NUMBA_NUM_THREADS for both programs (default: nproc)")
+    p.add_argument("--repeat", type=int, default=1, help="runs of each timing; the minimum is kept (default 1)")
+    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="our -device (default cpu)")
+    p.add_argument("--name", default=None, help="result name (default cpu-<threads>core, or cuda)")
+    p.add_argument("--json", default=None, help="JSON output (default bench/results/NAME.json)")
+    p.add_argument("--markdown", default=None, help="Markdown output (default bench/results/NAME.md)")
+    p.add_argument("--commit", default=None, metavar="REV",
+                   help="measure the program of this commit (git archive into bench/out/src/) instead of "
+                        "the working tree; e.g. --commit HEAD for a table that matches a commit")
+    p.add_argument("--no-c", action="store_true", help="do not run C even when $NANOBRAGG_C is set")
+    p.add_argument("--force-c", action="store_true", help="run C also for cases marked run_c=False (G1)")
+    args = p.parse_args(argv)
+    names = (args.cases.split(",") if args.cases else (DEFAULT_CUDA if args.device == "cuda" else DEFAULT_CPU))
+    names = [n.strip().upper() for n in names if n.strip()]
+    unknown = [n for n in names if n not in CASES]
+    if unknown:
+        p.error("unknown case(s) %s; known: %s" % (", ".join(unknown), ", ".join(CASES)))
+    if args.threads < 1 or args.repeat < 1:
+        p.error("--threads and --repeat must be at least 1")
+    args.case_names = names
+    args.name = args.name or ("cuda" if args.device == "cuda" else "cpu-%dcore" % args.threads)
+    args.json = args.json or os.path.join(RESULTS_DIR, args.name + ".json")
+    args.markdown = args.markdown or os.path.join(RESULTS_DIR, args.name + ".md")
+    return args
+
+
+def rerun_command(args, argv) -> str:
+    env = "NANOBRAGG_C=%s " % os.environ["NANOBRAGG_C"] if os.environ.get("NANOBRAGG_C") and not args.no_c else ""
+    return env + "python -m bench " + " ".join(argv)
+
+
+def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = parse_args(argv)
+    c_bin = None if args.no_c else os.environ.get("NANOBRAGG_C")
+    if c_bin:
+        c_bin = shutil.which(c_bin) or c_bin
+        if not (os.path.isfile(c_bin) and os.access(c_bin, os.X_OK)):
+            print("NANOBRAGG_C=%s is not an executable file" % c_bin, file=sys.stderr)
+            return 2
+        c_bin = os.path.abspath(c_bin)
+    global SOURCE_TREE
+    SOURCE_TREE = None
+    if args.commit:
+        SOURCE_TREE, args.commit_hash = export_commit(args.commit)
+    hkl = ensure_hkl()
+    meta = machine_info(args, hkl, c_bin)
+    meta["name"] = args.name
+    meta["cases"] = args.case_names
+    meta["rerun"] = rerun_command(args, argv)
+    print("bench: cases %s, %d threads, repeat %d, device %s, C: %s"
+          % (",".join(args.case_names), args.threads, args.repeat, args.device, c_bin or "not run"), flush=True)
+    # make sure every kernel of the command is in the on-disk cache before any wall time is taken
+    print("bench: warming the Numba cache with one untimed B4 command", flush=True)
+    warm = os.path.join(OUT_DIR, "work", "_warm")
+    r = run_timed(ours_command() + CASES["B4"].words(hkl) + ["-device", args.device], warm,
+                  child_env(args.threads), os.path.join(OUT_DIR, "warm.log"))
+    if r["rc"] != 0:
+        print("bench: the warm-up command failed; see %s" % r["log"], file=sys.stderr)
+        return 1
+    results = []
+    t0 = time.perf_counter()
+    for name in args.case_names:
+        try:
+            results.append(run_case(name, hkl, args, c_bin))
+        except (RuntimeError, OSError, ValueError) as exc:   # one broken case must not lose the others
+            print("[%s] ERROR: %s" % (name, exc), flush=True)
+            results.append({"case": name, "error": str(exc), "check": {"ok": False, "problems": [str(exc)]}})
+    meta["total_s"] = time.perf_counter() - t0
+    meta["loadavg_end"] = list(os.getloadavg())
+    doc = {"meta": meta, "results": results}
+    for path in (args.json, args.markdown):
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(args.json, "w") as f:
+        json.dump(doc, f, indent=1)
+        f.write("\n")
+    with open(args.markdown, "w") as f:
+        f.write(markdown(meta, results))
+    print("bench: wrote %s and %s (%.0f s)" % (args.json, args.markdown, meta["total_s"]))
+    print(read_text(args.markdown))
+    return 0 if all(r["check"]["ok"] for r in results) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
