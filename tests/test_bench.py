@@ -1,0 +1,89 @@
+"""The benchmark suite (bench/): case definitions and evaluation counts; no timing."""
+import os
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if ROOT not in sys.path:
+    sys.path.append(ROOT)
+
+from bench import cases, run  # noqa: E402
+from nanobrag_numba.api import config_from_flags  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def small_hkl(tmp_path_factory):
+    """A small P1 list of the benchmark cell (to 10 A, so the test stays fast)."""
+    from nanobrag_numba.example import write_p1_hkl
+    path = str(tmp_path_factory.mktemp("bench") / "small.hkl")
+    write_p1_hkl(path, cell=cases.CELL, dmin=10.0, seed=1, F000=0.0)
+    return path
+
+
+def _prepare(name, hkl):
+    from nanobrag_numba.simulator import prepare
+    cfg = config_from_flags(cases.CASES[name].words(hkl) + ["-device", "cpu"])
+    return prepare(cfg, lambda s: None, write_dump=False)
+
+
+def test_case_names_and_defaults():
+    assert list(cases.CASES) == ["B1", "B2", "B3", "B4", "G1"]
+    assert cases.DEFAULT_CPU == ["B1", "B2", "B3", "B4"]
+    assert cases.CASES["G1"].gpu and not cases.CASES["G1"].run_c
+    assert [n for n, c in cases.CASES.items() if c.cold_start] == ["B4"]
+    for c in cases.CASES.values():
+        words = c.words("X.hkl")
+        assert words[:2] == ["-hkl", "X.hkl"] and "-cell" in words
+        assert "-noprogress" in words and "-device" not in words     # the runner adds -device
+
+
+def test_case_command_lines_parse():
+    got = {n: config_from_flags(c.words("X.hkl")) for n, c in cases.CASES.items()}
+    b1, b2, b3, b4, g1 = (got[n] for n in ("B1", "B2", "B3", "B4", "G1"))
+    assert (b1.fpixels, b1.spixels, b1.Na, b1.mosaic_domains, b1.oversample) == (1024, 1024, 10, 10, 1)
+    assert (b2.fpixels, b2.phisteps, b2.hdivsteps, b2.vdivsteps, b2.dispsteps, b2.mosaic_domains,
+            b2.oversample) == (256, 10, 3, 3, 3, 5, 2)
+    assert (b3.fpixels, b3.Na, b3.Nb, b3.Nc) == (256, 1, 1, 1)
+    assert (b4.fpixels, b4.spixels) == (64, 64)
+    assert (g1.fpixels, g1.spixels, g1.oversample, g1.phisteps, g1.mosaic_domains, g1.Na) == (2048, 2048, 2, 10, 10, 10)
+
+
+def test_evaluation_arithmetic():
+    counts = {"pixels": 256 * 256, "subpixels": 4, "sources": 15, "phisteps": 10, "mosaic_domains": 5,
+              "thicksteps": 1}
+    assert cases.evaluations(counts) == 196_608_000
+
+
+def test_b4_counts_from_prepare(small_hkl):
+    counts = cases.counts_from_prep(_prepare("B4", small_hkl))
+    assert counts == {"fpixels": 64, "spixels": 64, "pixels": 4096, "oversample": 1, "subpixels": 1,
+                      "sources": 1, "phisteps": 1, "mosaic_domains": 1, "thicksteps": 1}
+    assert cases.evaluations(counts) == 4096
+
+
+def test_b2_round_divergence_keeps_five_directions(small_hkl):
+    # 3x3 divergence grid with C's -round_div default: the 4 corners fall outside the ellipse
+    prep = _prepare("B2", small_hkl)
+    assert prep.sources.shape[0] == 5 * 3
+    assert cases.evaluations(cases.counts_from_prep(prep)) == 256 * 256 * 4 * 15 * 10 * 5
+
+
+def test_parse_c_counts():
+    text = ("  distance=0.15 detsize=0.1024x0.1024  pixel=0.0004 meters (256x256 pixels)\n"
+            "  sensor is 0 m thick in 1 layers with mu= -1\n"
+            "  5 divergence steps\n  15 sources\n"
+            "  5 mosaic domains over mosaic spread of 0.2 degrees\n"
+            "  10 phi steps from 0.5 to 1.5 degrees\n  2x2 pixel oversample steps\n")
+    assert cases.parse_c_counts(text) == {"sources": 15, "mosaic_domains": 5, "phisteps": 10, "oversample": 2,
+                                          "subpixels": 4, "thicksteps": 1, "divsteps": 5, "fpixels": 256,
+                                          "spixels": 256, "pixels": 65536}
+
+
+def test_runner_options():
+    args = run.parse_args(["--cases", "b4,B1", "--threads", "2"])
+    assert args.case_names == ["B4", "B1"] and args.repeat == 1 and args.device == "cpu"
+    assert args.json.endswith(os.path.join("results", "cpu-2core.json"))
+    assert run.child_env(3)["OMP_NUM_THREADS"] == run.child_env(3)["NUMBA_NUM_THREADS"] == "3"
+    with pytest.raises(SystemExit):
+        run.parse_args(["--cases", "B9"])
