@@ -58,6 +58,7 @@ CORR_MIN = 0.999          # float-image correlation with C needed to pass the ch
 ONE_PIXEL = ["-roi", "0", "0", "0", "0"]
 SHORT_S = 1.0             # C runs shorter than this are repeated at least SHORT_REPEAT times
 SHORT_REPEAT = 20
+OTHERS_WARN = 0.1         # share of the machine used by other processes above which the table warns
 LOAD_WARN = 0.5           # 1-min load average at the start above which the table carries a warning
 NOISE_S = 0.005           # C kernel estimates below NOISE_S or below NOISE_FRACTION x C's one-pixel
 NOISE_FRACTION = 0.1      # wall time are start-up jitter: shown as "< x (noise)", no rate or ratio
@@ -99,6 +100,17 @@ RSS_METHOD = ("GNU time %M (peak RSS of the program itself)" if GNU_TIME else
               "os.wait4 ru_maxrss (upper bound: Linux charges the runner's RSS at spawn to the child)")
 
 
+def busy_cpu_seconds() -> Optional[float]:
+    """CPU seconds the whole machine has spent busy since boot (/proc/stat), or None."""
+    try:
+        with open("/proc/stat") as f:
+            v = [int(x) for x in f.readline().split()[1:9]]
+    except (OSError, ValueError):
+        return None
+    user, nice, system, _idle, _iowait, irq, softirq, steal = v
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+
 def run_timed(cmd: List[str], cwd: str, env: Dict[str, str], log_path: str) -> dict:
     """Run one child; its wall time, exit status and peak RSS.
 
@@ -114,11 +126,13 @@ def run_timed(cmd: List[str], cwd: str, env: Dict[str, str], log_path: str) -> d
     rss_file = log_path + ".rss"
     full = ([GNU_TIME, "-f", "%M %U %S", "-o", rss_file] + cmd) if GNU_TIME else cmd
     with open(log_path, "wb") as log:
+        busy0 = busy_cpu_seconds()
         t0 = time.perf_counter()
         proc = subprocess.Popen(full, cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT,
                                 stdin=subprocess.DEVNULL)
         _pid, status, usage = os.wait4(proc.pid, 0)
         wall = time.perf_counter() - t0
+        busy1 = busy_cpu_seconds()
     proc.returncode = os.waitstatus_to_exitcode(status)
     rss = usage.ru_maxrss * (1 if sys.platform == "darwin" else 1024)
     cpu = usage.ru_utime + usage.ru_stime
@@ -127,7 +141,12 @@ def run_timed(cmd: List[str], cwd: str, env: Dict[str, str], log_path: str) -> d
             last = f.read().split()[-3:]      # "%M %U %S" is the last line
         rss = int(last[0]) * 1024
         os.remove(rss_file)
-    return {"wall_s": wall, "cpu_s": cpu, "rc": proc.returncode, "rss_bytes": int(rss), "log": log_path}
+    # the share of the machine that other processes used meanwhile (contention: inflated wall times)
+    others = None
+    if busy0 is not None and busy1 is not None and wall > 0:
+        others = max(0.0, (busy1 - busy0) - cpu) / (wall * (os.cpu_count() or 1))
+    return {"wall_s": wall, "cpu_s": cpu, "others_cpu_share": others, "rc": proc.returncode,
+            "rss_bytes": int(rss), "log": log_path}
 
 
 def run_best(cmd, cwd, env, log_path, repeat: int, short_repeat: int = 1) -> dict:
@@ -146,6 +165,7 @@ def run_best(cmd, cwd, env, log_path, repeat: int, short_repeat: int = 1) -> dic
         raise RuntimeError("%s exited with %d; see %s" % (" ".join(cmd[:1]), bad[0]["rc"], log_path))
     return {"wall_s": min(r["wall_s"] for r in runs), "wall_s_all": [r["wall_s"] for r in runs],
             "cpu_s_all": [r["cpu_s"] for r in runs],
+            "others_cpu_share_all": [r["others_cpu_share"] for r in runs],
             "rss_bytes": max(r["rss_bytes"] for r in runs), "log": os.path.relpath(log_path, ROOT)}
 
 
@@ -242,6 +262,7 @@ def run_case(name: str, hkl: str, args, c_bin: Optional[str]) -> dict:
     if r["rc"] != 0:
         raise RuntimeError("the in-process probe of %s failed; see %s" % (name, probe_log))
     probe = json.loads(read_text(probe_log).strip().splitlines()[-1])
+    probe["others_cpu_share"] = r["others_cpu_share"]
     res["ours_probe"] = probe
     if SOURCE_TREE and not probe["module_file"].startswith(SOURCE_TREE + os.sep):
         raise RuntimeError("the probe imported %s, not the exported commit" % probe["module_file"])
@@ -404,6 +425,16 @@ def _mib(b):
     return None if b is None else b / 2 ** 20
 
 
+def others_share(r: dict) -> Optional[float]:
+    """The largest share of the machine that other processes used during any timed run of a case."""
+    vals = [r.get("ours_probe", {}).get("others_cpu_share")]
+    for prog in ("ours", "c"):
+        for kind in ("full", "roi", "cold"):
+            vals += r.get(prog, {}).get(kind, {}).get("others_cpu_share_all", [])
+    vals = [v for v in vals if v is not None]
+    return max(vals) if vals else None
+
+
 def markdown(meta: dict, results: List[dict]) -> str:
     m = meta
     errors = [r for r in results if "error" in r]
@@ -424,6 +455,10 @@ def markdown(meta: dict, results: List[dict]) -> str:
            " ".join("%.2f" % x for x in m["loadavg_end"]), m["total_s"],
            ("  \n  **warning: other processes were using the CPUs (1-min load %.2f at the start); "
             "the times are inflated**" % m["loadavg_start"][0]) if m["loadavg_start"][0] > LOAD_WARN else ""),
+        "- other processes' share of the machine during the timed runs (from /proc/stat): at most %s%s"
+        % (_f(m.get("others_cpu_share_max") and 100 * m["others_cpu_share_max"], "%.0f %%"),
+           "  \n  **warning: contended; times are inflated and the ratios less reliable**"
+           if (m.get("others_cpu_share_max") or 0) > OTHERS_WARN else ""),
         "- C reference: %s" % (("`%s` (sha256 %s…)" % (m["c_binary"], m["c_binary_sha256"][:12]))
                                if m["c_binary"] else "not run (set NANOBRAGG_C)"),
         "- structure factors: %s, %d reflections, sha256 %s…"
@@ -459,17 +494,21 @@ def markdown(meta: dict, results: List[dict]) -> str:
                                                     _f(r["ours"]["full"]["wall_s"]),
                                                     _f(r.get("c") and r["c"]["full"]["wall_s"])))
     lines += ["", "Method cross-check (wall of the one-pixel run, and the wall-minus-one-pixel estimate "
-                  "applied to ours too):", "",
+                  "applied to ours too; others' CPU: the largest share of the machine other processes used "
+                  "during any timed run of the case):", "",
               "| case | ours prepare | ours kernel (in-process) | ours one-pixel wall | ours wall − one-pixel "
-              "| C one-pixel wall | C wall − one-pixel | max rel diff vs C | C RSS one-pixel | ours RSS one-pixel |",
-              "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+              "| C one-pixel wall | C wall − one-pixel | max rel diff vs C | C RSS one-pixel | ours RSS one-pixel "
+              "| others' CPU |",
+              "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in results:
         o, c = r["ours"], r.get("c")
-        lines.append("| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |" % (
+        share = others_share(r)
+        lines.append("| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |" % (
             r["case"], _f(r["ours_probe"]["prepare_s"]), _f(o["kernel_s"]), _f(o["roi"]["wall_s"]),
             _f(o["kernel_s_wall_minus_roi"]), _f(c and c["roi"]["wall_s"]), _f(c and c["kernel_s_est"]),
             _f(r.get("vs_c", {}).get("max_rel_diff"), "%.2g"),
-            _f(c and _mib(c["roi"]["rss_bytes"]), "%.0f"), _f(_mib(o["roi"]["rss_bytes"]), "%.0f")))
+            _f(c and _mib(c["roi"]["rss_bytes"]), "%.0f"), _f(_mib(o["roi"]["rss_bytes"]), "%.0f"),
+            _f(share and 100 * share, "%.0f %%")))
     lines += ["", "Cases (loop counts from our prepare(); C's printed counts are checked to match):", "",
               "| case | what | pixels | sub-pixels | sources | phi steps | mosaic domains | command |",
               "|---|---|---:|---:|---:|---:|---:|---|"]
@@ -563,6 +602,9 @@ def main(argv=None) -> int:
             results.append({"case": name, "error": str(exc), "check": {"ok": False, "problems": [str(exc)]}})
     meta["total_s"] = time.perf_counter() - t0
     meta["loadavg_end"] = list(os.getloadavg())
+    shares = [others_share(r) for r in results if "error" not in r]
+    shares = [x for x in shares if x is not None]
+    meta["others_cpu_share_max"] = max(shares) if shares else None
     doc = {"meta": meta, "results": results}
     for path in (args.json, args.markdown):
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
