@@ -13,8 +13,9 @@ For every case (``bench/cases.py``), with OMP_NUM_THREADS = NUMBA_NUM_THREADS
 2. C (when $NANOBRAGG_C names the binary): the full command line (wall time,
    peak RSS, float image, its printed loop counts), then the same with
    ``-roi 0 0 0 0`` (one pixel): C's kernel time is estimated as the
-   difference of the two wall times (C prints no timing).  C runs shorter
-   than SHORT_S are repeated SHORT_REPEAT times (minimum kept);
+   difference of the two wall times (C prints no timing).  The two run
+   alternately; pairs shorter than SHORT_S are repeated SHORT_REPEAT times
+   (minimum kept);
 3. the check: our image is finite and not empty, C's loop counts equal ours,
    and the correlation of our float image with C's is at least CORR_MIN;
    a case that fails is marked FAIL in the table and the runner exits 1;
@@ -149,17 +150,7 @@ def run_timed(cmd: List[str], cwd: str, env: Dict[str, str], log_path: str) -> d
             "rss_bytes": int(rss), "log": log_path}
 
 
-def run_best(cmd, cwd, env, log_path, repeat: int, short_repeat: int = 1) -> dict:
-    """``run_timed`` REPEAT times: the minimum wall time, the largest peak RSS.
-
-    When the first run is shorter than SHORT_S, it is run at least
-    ``short_repeat`` times in all (cheap, and it resolves small differences).
-    """
-    runs = [run_timed(cmd, cwd, env, log_path)]
-    total = max(1, repeat)
-    if runs[0]["wall_s"] < SHORT_S:
-        total = max(total, short_repeat)
-    runs += [run_timed(cmd, cwd, env, log_path) for _ in range(total - 1)]
+def _summary(runs: List[dict], cmd: List[str], log_path: str) -> dict:
     bad = [r for r in runs if r["rc"] != 0]
     if bad:
         raise RuntimeError("%s exited with %d; see %s" % (" ".join(cmd[:1]), bad[0]["rc"], log_path))
@@ -167,6 +158,30 @@ def run_best(cmd, cwd, env, log_path, repeat: int, short_repeat: int = 1) -> dic
             "cpu_s_all": [r["cpu_s"] for r in runs],
             "others_cpu_share_all": [r["others_cpu_share"] for r in runs],
             "rss_bytes": max(r["rss_bytes"] for r in runs), "log": os.path.relpath(log_path, ROOT)}
+
+
+def run_best(cmd, cwd, env, log_path, repeat: int) -> dict:
+    """``run_timed`` REPEAT times: the minimum wall time, the largest peak RSS."""
+    return _summary([run_timed(cmd, cwd, env, log_path) for _ in range(max(1, repeat))], cmd, log_path)
+
+
+def run_pair(full: tuple, one: tuple, env, repeat: int, short_repeat: int = 1) -> Tuple[dict, dict]:
+    """The full command and its one-pixel twin, alternately, REPEAT times each (minimum kept).
+
+    ``full`` and ``one`` are (command, folder, log).  Alternating them makes
+    both see the same slow and fast phases of the machine, so that the
+    difference of their minima (the kernel estimate) is not an artefact of
+    when each ran.  When the full command takes less than SHORT_S, the pair
+    is run at least ``short_repeat`` times.
+    """
+    runs_full, runs_one = [], []
+    total = max(1, repeat)
+    while len(runs_full) < total:
+        runs_full.append(run_timed(full[0], full[1], env, full[2]))
+        runs_one.append(run_timed(one[0], one[1], env, one[2]))
+        if len(runs_full) == 1 and runs_full[0]["wall_s"] < SHORT_S:
+            total = max(total, short_repeat)
+    return _summary(runs_full, full[0], full[2]), _summary(runs_one, one[0], one[2])
 
 
 def ours_command() -> List[str]:
@@ -279,16 +294,14 @@ def run_case(name: str, hkl: str, args, c_bin: Optional[str]) -> dict:
 
     # 2. C, full image and one pixel
     if c_bin and (case.run_c or args.force_c):
-        say("C: full image")
+        say("C: full image and one pixel (-roi 0 0 0 0), alternately")
         cdir = os.path.join(work, "c")
-        c_full = run_best([c_bin] + words, cdir, env, os.path.join(work, "c_full.log"), args.repeat,
-                          SHORT_REPEAT)
+        c_full, c_roi = run_pair(([c_bin] + words, cdir, os.path.join(work, "c_full.log")),
+                                 ([c_bin] + words + ONE_PIXEL, os.path.join(work, "c_roi"),
+                                  os.path.join(work, "c_roi.log")), env, args.repeat, SHORT_REPEAT)
         c_text = read_text(os.path.join(work, "c_full.log"))
         c_counts = parse_c_counts(c_text)
         c_img = read_float_image(os.path.join(cdir, "floatimage.bin"), counts["fpixels"], counts["spixels"])
-        say("C: one pixel (-roi 0 0 0 0)")
-        c_roi = run_best([c_bin] + words + ONE_PIXEL, os.path.join(work, "c_roi"), env,
-                         os.path.join(work, "c_roi.log"), args.repeat, SHORT_REPEAT)
         res["c"] = {"full": c_full, "roi": c_roi, "counts": c_counts,
                     "kernel_s_est": c_full["wall_s"] - c_roi["wall_s"]}
         # 3. the check against C
@@ -306,17 +319,16 @@ def run_case(name: str, hkl: str, args, c_bin: Optional[str]) -> dict:
 
     # 4. ours, the whole command
     dev = ["-device", args.device]
-    say("ours: whole command, full image")
+    say("ours: whole command, full image and one pixel (-roi 0 0 0 0), alternately")
     odir = os.path.join(work, "ours")
-    o_full = run_best(ours_command() + words + dev, odir, env, os.path.join(work, "ours_full.log"), args.repeat)
+    o_full, o_roi = run_pair((ours_command() + words + dev, odir, os.path.join(work, "ours_full.log")),
+                             (ours_command() + words + dev + ONE_PIXEL, os.path.join(work, "ours_roi"),
+                              os.path.join(work, "ours_roi.log")), env, args.repeat)
     cli_img = read_float_image(os.path.join(odir, "floatimage.bin"), counts["fpixels"], counts["spixels"])
     same = compare_images(cli_img, ours_img)
     if same["max_rel_diff"] != 0.0:
         problems.append("the command's image differs from the in-process one (max rel diff %.3g)"
                         % same["max_rel_diff"])
-    say("ours: whole command, one pixel (-roi 0 0 0 0)")
-    o_roi = run_best(ours_command() + words + dev + ONE_PIXEL, os.path.join(work, "ours_roi"), env,
-                     os.path.join(work, "ours_roi.log"), args.repeat)
     res["ours"] = {"full": o_full, "roi": o_roi, "kernel_s": probe["kernel_s"],
                    "kernel_s_wall_minus_roi": o_full["wall_s"] - o_roi["wall_s"],
                    "cli_vs_in_process": same}
