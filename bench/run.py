@@ -59,8 +59,7 @@ CORR_MIN = 0.999          # float-image correlation with C needed to pass the ch
 ONE_PIXEL = ["-roi", "0", "0", "0", "0"]
 SHORT_S = 1.0             # C runs shorter than this are repeated at least SHORT_REPEAT times
 SHORT_REPEAT = 20
-OTHERS_WARN = 0.1         # share of the machine used by other processes above which the table warns
-LOAD_WARN = 0.5           # 1-min load average at the start above which the table carries a warning
+OTHERS_WARN = 0.05        # share of the machine used by other processes above which the table warns
 NOISE_S = 0.005           # C kernel estimates below NOISE_S or below NOISE_FRACTION x C's one-pixel
 NOISE_FRACTION = 0.1      # wall time are start-up jitter: shown as "< x (noise)", no rate or ratio
 
@@ -277,7 +276,7 @@ def run_case(name: str, hkl: str, args, c_bin: Optional[str]) -> dict:
     if r["rc"] != 0:
         raise RuntimeError("the in-process probe of %s failed; see %s" % (name, probe_log))
     probe = json.loads(read_text(probe_log).strip().splitlines()[-1])
-    probe["others_cpu_share"] = r["others_cpu_share"]
+    probe["others_cpu_share"], probe["wall_s"] = r["others_cpu_share"], r["wall_s"]
     res["ours_probe"] = probe
     if SOURCE_TREE and not probe["module_file"].startswith(SOURCE_TREE + os.sep):
         raise RuntimeError("the probe imported %s, not the exported commit" % probe["module_file"])
@@ -437,20 +436,36 @@ def _mib(b):
     return None if b is None else b / 2 ** 20
 
 
-def others_share(r: dict) -> Optional[float]:
-    """The largest share of the machine that other processes used during any timed run of a case."""
-    vals = [r.get("ours_probe", {}).get("others_cpu_share")]
+def _others_runs(r: dict) -> List[Tuple[float, float]]:
+    """(wall, others' share) of every timed run of a case."""
+    pairs = []
+    probe = r.get("ours_probe", {})
+    if probe.get("others_cpu_share") is not None and probe.get("wall_s"):
+        pairs.append((probe["wall_s"], probe["others_cpu_share"]))
     for prog in ("ours", "c"):
         for kind in ("full", "roi", "cold"):
-            vals += r.get(prog, {}).get(kind, {}).get("others_cpu_share_all", [])
-    vals = [v for v in vals if v is not None]
-    return max(vals) if vals else None
+            d = r.get(prog, {}).get(kind, {})
+            pairs += [(w, x) for w, x in zip(d.get("wall_s_all", []), d.get("others_cpu_share_all", []))
+                      if x is not None]
+    return pairs
+
+
+def others_share(results: List[dict]) -> Optional[float]:
+    """The time-weighted share of the machine other processes used during the timed runs.
+
+    Weighted by wall time, so that a blip during a 0.1 s run does not stand
+    for the whole case.
+    """
+    pairs = [p for r in results for p in _others_runs(r)]
+    wall = sum(w for w, _x in pairs)
+    return sum(w * x for w, x in pairs) / wall if wall > 0 else None
 
 
 def markdown(meta: dict, results: List[dict]) -> str:
     m = meta
     errors = [r for r in results if "error" in r]
     results = [r for r in results if "error" not in r]
+    share_all = others_share(results)
     mod = m["program_files_modified"]
     lines = [
         "# nanobrag-numba benchmark: %s" % m["name"], "",
@@ -462,15 +477,13 @@ def markdown(meta: dict, results: List[dict]) -> str:
         % (m["threads"], m["threads"], m["device"], (" (%s)" % m["gpu"]) if m.get("gpu") else ""),
         "- repeat: %d (minimum kept); Python %s, Numba %s, NumPy %s; peak RSS: %s"
         % (m["repeat"], m["python"], m["numba"], m["numpy"], m["rss_method"]),
-        "- load average (1, 5, 15 min) at start %s, at end %s; run took %.0f s%s"
+        "- load average (1, 5, 15 min) at start %s, at end %s; run took %.0f s"
         % (" ".join("%.2f" % x for x in m["loadavg_start"]),
-           " ".join("%.2f" % x for x in m["loadavg_end"]), m["total_s"],
-           ("  \n  **warning: other processes were using the CPUs (1-min load %.2f at the start); "
-            "the times are inflated**" % m["loadavg_start"][0]) if m["loadavg_start"][0] > LOAD_WARN else ""),
-        "- other processes' share of the machine during the timed runs (from /proc/stat): at most %s%s"
-        % (_f(m.get("others_cpu_share_max") and 100 * m["others_cpu_share_max"], "%.0f %%"),
+           " ".join("%.2f" % x for x in m["loadavg_end"]), m["total_s"]),
+        "- other processes' share of the machine during the timed runs (/proc/stat, time-weighted): %s%s"
+        % (_f(share_all and 100 * share_all, "%.1f %%"),
            "  \n  **warning: contended; times are inflated and the ratios less reliable**"
-           if (m.get("others_cpu_share_max") or 0) > OTHERS_WARN else ""),
+           if (share_all or 0) > OTHERS_WARN else ""),
         "- C reference: %s" % (("`%s` (sha256 %s…)" % (m["c_binary"], m["c_binary_sha256"][:12]))
                                if m["c_binary"] else "not run (set NANOBRAGG_C)"),
         "- structure factors: %s, %d reflections, sha256 %s…"
@@ -506,21 +519,21 @@ def markdown(meta: dict, results: List[dict]) -> str:
                                                     _f(r["ours"]["full"]["wall_s"]),
                                                     _f(r.get("c") and r["c"]["full"]["wall_s"])))
     lines += ["", "Method cross-check (wall of the one-pixel run, and the wall-minus-one-pixel estimate "
-                  "applied to ours too; others' CPU: the largest share of the machine other processes used "
-                  "during any timed run of the case):", "",
+                  "applied to ours too; others' CPU: the share of the machine other processes used during "
+                  "the case's timed runs, time-weighted):", "",
               "| case | ours prepare | ours kernel (in-process) | ours one-pixel wall | ours wall − one-pixel "
               "| C one-pixel wall | C wall − one-pixel | max rel diff vs C | C RSS one-pixel | ours RSS one-pixel "
               "| others' CPU |",
               "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in results:
         o, c = r["ours"], r.get("c")
-        share = others_share(r)
+        share = others_share([r])
         lines.append("| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |" % (
             r["case"], _f(r["ours_probe"]["prepare_s"]), _f(o["kernel_s"]), _f(o["roi"]["wall_s"]),
             _f(o["kernel_s_wall_minus_roi"]), _f(c and c["roi"]["wall_s"]), _f(c and c["kernel_s_est"]),
             _f(r.get("vs_c", {}).get("max_rel_diff"), "%.2g"),
             _f(c and _mib(c["roi"]["rss_bytes"]), "%.0f"), _f(_mib(o["roi"]["rss_bytes"]), "%.0f"),
-            _f(share and 100 * share, "%.0f %%")))
+            _f(share and 100 * share, "%.1f %%")))
     lines += ["", "Cases (loop counts from our prepare(); C's printed counts are checked to match):", "",
               "| case | what | pixels | sub-pixels | sources | phi steps | mosaic domains | command |",
               "|---|---|---:|---:|---:|---:|---:|---|"]
@@ -553,6 +566,8 @@ def parse_args(argv=None):
     p.add_argument("--commit", default=None, metavar="REV",
                    help="measure the program of this commit (git archive into bench/out/src/) instead of "
                         "the working tree; e.g. --commit HEAD for a table that matches a commit")
+    p.add_argument("--from-json", default=None, metavar="PATH",
+                   help="only rewrite the Markdown table from an earlier JSON result (no runs)")
     p.add_argument("--no-c", action="store_true", help="do not run C even when $NANOBRAGG_C is set")
     p.add_argument("--force-c", action="store_true", help="run C also for cases marked run_c=False (G1)")
     args = p.parse_args(argv)
@@ -578,6 +593,15 @@ def rerun_command(args, argv) -> str:
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     args = parse_args(argv)
+    if args.from_json:
+        with open(args.from_json) as f:
+            doc = json.load(f)
+        doc["meta"].pop("others_cpu_share_max", None)    # a summary of older versions; recomputed now
+        md = args.markdown if "--markdown" in argv else os.path.splitext(args.from_json)[0] + ".md"
+        with open(md, "w") as f:
+            f.write(markdown(doc["meta"], doc["results"]))
+        print("bench: wrote %s from %s" % (md, args.from_json))
+        return 0
     c_bin = None if args.no_c else os.environ.get("NANOBRAGG_C")
     if c_bin:
         c_bin = shutil.which(c_bin) or c_bin
@@ -614,9 +638,6 @@ def main(argv=None) -> int:
             results.append({"case": name, "error": str(exc), "check": {"ok": False, "problems": [str(exc)]}})
     meta["total_s"] = time.perf_counter() - t0
     meta["loadavg_end"] = list(os.getloadavg())
-    shares = [others_share(r) for r in results if "error" not in r]
-    shares = [x for x in shares if x is not None]
-    meta["others_cpu_share_max"] = max(shares) if shares else None
     doc = {"meta": meta, "results": results}
     for path in (args.json, args.markdown):
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
