@@ -626,7 +626,8 @@ def main(argv=None) -> int:
     r = run_timed(ours_command() + CASES["B4"].words(hkl) + ["-device", args.device], warm,
                   child_env(args.threads), os.path.join(OUT_DIR, "warm.log"))
     if r["rc"] != 0:
-        print("bench: the warm-up command failed; see %s" % r["log"], file=sys.stderr)
+        tail = read_text(r["log"]).strip().splitlines()[-1:] or [""]
+        print("bench: the warm-up command failed (%s); see %s" % (tail[0], r["log"]), file=sys.stderr)
         return 1
     results = []
     t0 = time.perf_counter()
