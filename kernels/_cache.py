@@ -36,7 +36,9 @@ def install():
     except Exception:  # pragma: no cover - only with an unsupported Numba
         return
 
-    class KernelsInTreeLocator(caching.InTreeCacheLocator):
+    class KernelsOnly:
+        """Stamp with the hash of every kernel file; decline files outside kernels/."""
+
         def get_source_stamp(self):
             return SOURCES_HASH
 
@@ -46,15 +48,11 @@ def install():
                 return None
             return super().from_function(py_func, py_file)
 
-    class KernelsUserWideLocator(caching.UserWideCacheLocator):
-        def get_source_stamp(self):
-            return SOURCES_HASH
+    class KernelsInTreeLocator(KernelsOnly, caching.InTreeCacheLocator):
+        pass
 
-        @classmethod
-        def from_function(cls, py_func, py_file):
-            if not _in_kernels(py_file):
-                return None
-            return super().from_function(py_func, py_file)
+    class KernelsUserWideLocator(KernelsOnly, caching.UserWideCacheLocator):
+        pass
 
     classes = caching.CacheImpl._locator_classes
     if any(getattr(c, "__name__", "") == "KernelsInTreeLocator" for c in classes):

@@ -10,7 +10,8 @@ import math
 import numpy as np
 from numba import njit, prange
 
-from .physics import TRACE_FIELDS, dmin_skips, pixel_is_rendered, render_pixel, subpixel_position, unitize3
+from .physics import (TRACE_FIELDS, clear_result, dmin_skips, pixel_is_rendered, render_pixel, store_result,
+                      subpixel_position, unitize3)
 
 
 @njit(parallel=True, cache=True)
@@ -38,19 +39,10 @@ def render_cpu(p, sources, rot, phi_map, phi_map_first, Fhkl, mask, out, out_oob
         spixel = idx // p.fpixels
         fpixel = idx - spixel * p.fpixels
         if not pixel_is_rendered(p, mask, spixel, fpixel):
-            for row in range(6):
-                out[row, idx] = 0.0
-            out_oob[idx] = -1
+            clear_result(out, out_oob, idx)
             continue
-        I, cap, polar, omega, bg, omega_sum, oob = render_pixel(
-            p, spixel, fpixel, sources, rot, phi_map, phi_map_first, Fhkl, trace)
-        out[0, idx] = I
-        out[1, idx] = cap
-        out[2, idx] = polar
-        out[3, idx] = omega
-        out[4, idx] = bg
-        out[5, idx] = omega_sum
-        out_oob[idx] = oob
+        store_result(out, out_oob, idx,
+                     render_pixel(p, spixel, fpixel, sources, rot, phi_map, phi_map_first, Fhkl, trace))
 
 
 @njit(cache=True)

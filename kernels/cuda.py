@@ -26,6 +26,8 @@ THREADS_PER_BLOCK = int(os.environ.get("NANOBRAGG_CUDA_TPB", "128"))
 def _make_kernel(phys):
     render_pixel = phys.render_pixel_inline
     pixel_is_rendered = phys.pixel_is_rendered
+    store_result = phys.store_result
+    clear_result = phys.clear_result
 
     @cuda.jit
     def render_kernel(p, sources, rot, phi_map, phi_map_first, Fhkl, mask, out, out_oob, trace, first, last):
@@ -35,19 +37,10 @@ def _make_kernel(phys):
         spixel = idx // p.fpixels
         fpixel = idx - spixel * p.fpixels
         if not pixel_is_rendered(p, mask, spixel, fpixel):
-            for row in range(6):
-                out[row, idx] = 0.0
-            out_oob[idx] = -1
+            clear_result(out, out_oob, idx)
             return
-        I, cap, polar, omega, bg, omega_sum, oob = render_pixel(
-            p, spixel, fpixel, sources, rot, phi_map, phi_map_first, Fhkl, trace)
-        out[0, idx] = I
-        out[1, idx] = cap
-        out[2, idx] = polar
-        out[3, idx] = omega
-        out[4, idx] = bg
-        out[5, idx] = omega_sum
-        out_oob[idx] = oob
+        store_result(out, out_oob, idx,
+                     render_pixel(p, spixel, fpixel, sources, rot, phi_map, phi_map_first, Fhkl, trace))
 
     return render_kernel
 

@@ -349,6 +349,27 @@ def pixel_is_rendered(p, mask, spixel, fpixel):
 
 
 @njit(inline="always")
+def store_result(out, out_oob, idx, result):
+    """Write what ``render_pixel`` returned into the kernels' output rows."""
+    I, cap, polar, omega, bg, omega_sum, oob = result
+    out[0, idx] = I
+    out[1, idx] = cap
+    out[2, idx] = polar
+    out[3, idx] = omega
+    out[4, idx] = bg
+    out[5, idx] = omega_sum
+    out_oob[idx] = oob
+
+
+@njit(inline="always")
+def clear_result(out, out_oob, idx):
+    """Outputs of a pixel that is not rendered (outside the ROI, masked)."""
+    for row in range(6):
+        out[row, idx] = 0.0
+    out_oob[idx] = -1
+
+
+@njit(inline="always")
 def _trace_row(trace, n, start, values):
     """Write a tuple of floats into row ``n`` of the trace, from column ``start``."""
     for i in range(len(values)):

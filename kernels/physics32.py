@@ -25,5 +25,7 @@ _ns = _build()
 render_pixel = _ns["render_pixel"]
 render_pixel_inline = _ns["render_pixel_inline"]
 pixel_is_rendered = _ns["pixel_is_rendered"]
+store_result = _ns["store_result"]
+clear_result = _ns["clear_result"]
 sincg_h = _ns["sincg_h"]
 make_kparams = _physics.make_kparams

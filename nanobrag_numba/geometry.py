@@ -214,6 +214,13 @@ def setup_detector(cfg: Config, log: Callable[[str], None], notes: list,
                    Xbeam, Ybeam, Fbeam, Sbeam, Xclose, Yclose, Fclose, Sclose, tuple(roi))
 
 
+def _origin(F, S, D, fdet, sdet, direction):
+    """``-F fdet - S sdet + D direction``: the first pixel seen from the sample (C's order)."""
+    return (-F * fdet[0] - S * sdet[0] + D * direction[0],
+            -F * fdet[1] - S * sdet[1] + D * direction[1],
+            -F * fdet[2] - S * sdet[2] + D * direction[2])
+
+
 def _orient(cfg, log, notes, conv, pivot, fpixels, spixels, detsize_f, detsize_s, ps,
             beam, fdet, sdet, odet, polar, spindle, vert, tt_axis,
             Xbeam, Ybeam, Fbeam, Sbeam, Xclose, Yclose, Fclose, Sclose, roi):
@@ -231,9 +238,7 @@ def _orient(cfg, log, notes, conv, pivot, fpixels, spixels, detsize_f, detsize_s
     pix0 = None
     if pivot == "SAMPLE":
         log("pivoting detector around sample")
-        pix0 = (-Fclose * fdet[0] - Sclose * sdet[0] + close_distance * odet[0],
-                -Fclose * fdet[1] - Sclose * sdet[1] + close_distance * odet[1],
-                -Fclose * fdet[2] - Sclose * sdet[2] + close_distance * odet[2])
+        pix0 = _origin(Fclose, Sclose, close_distance, fdet, sdet, odet)
         pix0 = V.rotate_xyz(pix0, rx, ry, rz)
         pix0 = V.rotate_axis(pix0, tt_axis, tt)
     fdet = V.rotate_axis(V.rotate_xyz(fdet, rx, ry, rz), tt_axis, tt)
@@ -241,9 +246,7 @@ def _orient(cfg, log, notes, conv, pivot, fpixels, spixels, detsize_f, detsize_s
     odet = V.rotate_axis(V.rotate_xyz(odet, rx, ry, rz), tt_axis, tt)
     if pivot == "BEAM":
         log("pivoting detector around direct beam spot")
-        pix0 = (-Fbeam * fdet[0] - Sbeam * sdet[0] + distance * beam[0],
-                -Fbeam * fdet[1] - Sbeam * sdet[1] + distance * beam[1],
-                -Fbeam * fdet[2] - Sbeam * sdet[2] + distance * beam[2])
+        pix0 = _origin(Fbeam, Sbeam, distance, fdet, sdet, beam)
     if cfg.pix0_vector is not None:
         if cfg.c_quirks:
             pass  # C selects the CUSTOM convention but ignores the vector itself

@@ -104,24 +104,17 @@ from nanobrag_numba.kernels import physics32 as P32  # noqa: E402
 
 render_pixel32 = P32.render_pixel
 is_rendered32 = P32.pixel_is_rendered
+store32 = P32.store_result
 
 
 @njit(cache=False)
-def _render_single_on_cpu(p, sources, rot, phi_map, phi_map_first, Fhkl, mask, out):
+def _render_single_on_cpu(p, sources, rot, phi_map, phi_map_first, Fhkl, mask, out, oob):
     trace = np.zeros((1, 46), dtype=np.float32)
     for idx in range(p.fpixels * p.spixels):
         s = idx // p.fpixels
         f = idx - s * p.fpixels
-        if not is_rendered32(p, mask, s, f):
-            continue
-        I, cap, polar, omega, bg, omega_sum, oob = render_pixel32(p, s, f, sources, rot, phi_map, phi_map_first,
-                                                                   Fhkl, trace)
-        out[0, idx] = I
-        out[1, idx] = cap
-        out[2, idx] = polar
-        out[3, idx] = omega
-        out[4, idx] = bg
-        out[5, idx] = omega_sum
+        if is_rendered32(p, mask, s, f):
+            store32(out, oob, idx, render_pixel32(p, s, f, sources, rot, phi_map, phi_map_first, Fhkl, trace))
 
 
 def render_single_on_cpu(prep):
@@ -129,9 +122,10 @@ def render_single_on_cpu(prep):
     from nanobrag_numba.kernels.physics import make_kparams
     p32 = make_kparams(np.float32, **prep.params._asdict())
     out = np.zeros((6, prep.det.fpixels * prep.det.spixels))
+    oob = np.full(out.shape[1], -1, dtype=np.int64)
     f32 = lambda a: np.ascontiguousarray(a, dtype=np.float32)  # noqa: E731
     _render_single_on_cpu(p32, f32(prep.sources), f32(prep.rot), prep.phi_map, prep.phi_map_first,
-                          f32(prep.Fhkl), prep.mask, out)
+                          f32(prep.Fhkl), prep.mask, out, oob)
     return normalise(prep, out).reshape(prep.det.shape)
 
 
