@@ -55,7 +55,7 @@ _CASES = [
                 "-mosaic 0.1 -mosaic_domains 10 -oversample 1"),
     Case("B2", "rotation: 10 phi steps, divergence x dispersion sources, oversample 2, 256x256",
          XTAL + " -misset 10 20 30 -N 10 -distance 150 -detpixels 256 -pixel 0.4 "
-                "-phi 0.5 -osc 1 -phisteps 10 -hdivrange 0.5 -vdivrange 0.5 -divsteps 3 "
+                "-phi 0.5 -osc 1 -phisteps 10 -hdivrange 0.5 -vdivrange 0.5 -divsteps 3 -square_div "
                 "-dispersion 0.5 -dispsteps 3 -mosaic 0.2 -mosaic_domains 5 -oversample 2"),
     Case("B3", "SAXS: N=1 (tricubic interpolation of F), 256x256 at 300 mm",
          XTAL + " -misset 10 20 30 -N 1 -distance 300 -detpixels 256 -pixel 0.4"),
@@ -63,7 +63,7 @@ _CASES = [
          XTAL + " -detpixels 64", cold_start=True),
     Case("G1", "GPU: 2048x2048, oversample 2, 3x3 divergence x 3 wavelengths, 10 phi, 10 mosaic, N=10",
          XTAL + " -misset 10 20 30 -N 10 -distance 150 -detpixels 2048 -pixel 0.1 "
-                "-phi 0.5 -osc 1 -phisteps 10 -hdivrange 0.5 -vdivrange 0.5 -divsteps 3 "
+                "-phi 0.5 -osc 1 -phisteps 10 -hdivrange 0.5 -vdivrange 0.5 -divsteps 3 -square_div "
                 "-dispersion 0.5 -dispsteps 3 -mosaic 0.2 -mosaic_domains 10 -oversample 2",
          gpu=True, run_c=False),
 ]

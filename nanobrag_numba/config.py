@@ -174,18 +174,19 @@ class Config:
             raise NanoBraggError("unknown crystal shape %r" % self.xtal_shape)
         if self.pivot not in ("BEAM", "SAMPLE"):
             raise NanoBraggError("unknown pivot %r (use beam or sample)" % self.pivot)
-        for name in ("fpixels", "spixels"):
+        for name, flag in (("fpixels", "-detpixels_f"), ("spixels", "-detpixels_s")):
             if getattr(self, name) < 0:
-                raise NanoBraggError("negative detector size: %s = %d" % (name, getattr(self, name)))
-        for name in ("detsize_f", "detsize_s", "pixel_size", "lambda0"):
+                raise NanoBraggError("negative detector size: %s %d (pixels)" % (flag, getattr(self, name)))
+        for name, flag, unit in (("detsize_f", "-detsize_f", 1e3), ("detsize_s", "-detsize_s", 1e3),
+                                 ("pixel_size", "-pixel", 1e3), ("lambda0", "-lambda", 1e10)):
             v = getattr(self, name)
             if not (v > 0.0) or not math.isfinite(v):
-                raise NanoBraggError("%s must be a positive number, got %g" % (name, v))
+                raise NanoBraggError("%s must be a positive number, got %g" % (flag, v * unit))
         if self.oversample > 1000:
             raise NanoBraggError("-oversample %d is unreasonably large" % self.oversample)
         for name in ("Na", "Nb", "Nc"):
             if getattr(self, name) < 0:
-                raise NanoBraggError("negative crystal size: %s = %g" % (name, getattr(self, name)))
+                raise NanoBraggError("negative crystal size: -%s %g (unit cells)" % (name, getattr(self, name)))
         if self.cell is not None:
             a, b, c = self.cell[:3]
             if not a > 0.0:

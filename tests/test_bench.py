@@ -62,11 +62,11 @@ def test_b4_counts_from_prepare(small_hkl):
     assert cases.evaluations(counts) == 4096
 
 
-def test_b2_round_divergence_keeps_five_directions(small_hkl):
-    # 3x3 divergence grid with C's -round_div default: the 4 corners fall outside the ellipse
+def test_b2_has_the_full_3x3_divergence_grid(small_hkl):
+    # -square_div keeps all 9 directions of the 3x3 grid (C's default -round_div would drop the corners)
     prep = _prepare("B2", small_hkl)
-    assert prep.sources.shape[0] == 5 * 3
-    assert cases.evaluations(cases.counts_from_prep(prep)) == 256 * 256 * 4 * 15 * 10 * 5
+    assert prep.sources.shape[0] == 9 * 3
+    assert cases.evaluations(cases.counts_from_prep(prep)) == 256 * 256 * 4 * 27 * 10 * 5
 
 
 def test_parse_c_counts():
