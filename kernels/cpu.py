@@ -7,11 +7,26 @@ runs start without compiling.
 """
 import math
 
+import numba
 import numpy as np
 from numba import njit, prange
 
+#: pixels per work item handed to a thread: the cost of a pixel varies
+#: across the detector (the upper half of B1 takes 1.4x longer than the
+#: lower), so small dynamic chunks balance the threads
+CHUNK_PIXELS = 64
+
 from .physics import (TRACE_FIELDS, clear_result, dmin_skips, pixel_is_rendered, render_pixel, store_result,
                       subpixel_position, unitize3)
+
+
+def render(p, sources, rot, phi_map, phi_map_first, Fhkl, mask, out, out_oob, first, last):
+    """Run :func:`render_cpu` with dynamic chunks of ``CHUNK_PIXELS`` pixels."""
+    previous = numba.set_parallel_chunksize(CHUNK_PIXELS)
+    try:
+        render_cpu(p, sources, rot, phi_map, phi_map_first, Fhkl, mask, out, out_oob, first, last)
+    finally:
+        numba.set_parallel_chunksize(previous)
 
 
 @njit(parallel=True, cache=True)

@@ -104,7 +104,7 @@ def run_kernel(backend: str, prep, params, progress=None):
         if xp is np:
             return out.copy_to_host(), oob.copy_to_host(), np
         return xp.asarray(out), xp.asarray(oob), xp
-    from .kernels.cpu import render_cpu
+    from .kernels.cpu import render as render_cpu
     out, oob = allocate_outputs(npix)
     if progress is None:
         render_cpu(params, prep.sources, prep.rot, prep.phi_map, prep.phi_map_first, prep.Fhkl, prep.mask,
