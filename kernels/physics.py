@@ -220,7 +220,11 @@ def polarization_factor(kahn, ix, iy, iz, dx, dy, dz, ax, ay, az):
 
 @njit(inline="always")
 def polint(x0, x1, x2, x3, y0, y1, y2, y3, x):
-    """Cubic Lagrange polynomial through four points, at x (C's ``polint``)."""
+    """Cubic Lagrange polynomial through four points, at x (C's ``polint``).
+
+    The kernels use :func:`polint_unit`, which gives the same bits for the
+    integer abscissae of the interpolation; this general form is its reference.
+    """
     t0 = (x - x1) * (x - x2) * (x - x3) * y0 / ((x0 - x1) * (x0 - x2) * (x0 - x3))
     t1 = (x - x0) * (x - x2) * (x - x3) * y1 / ((x1 - x0) * (x1 - x2) * (x1 - x3))
     t2 = (x - x0) * (x - x1) * (x - x3) * y2 / ((x2 - x0) * (x2 - x1) * (x2 - x3))
@@ -229,18 +233,37 @@ def polint(x0, x1, x2, x3, y0, y1, y2, y3, x):
 
 
 @njit(inline="always")
+def polint_unit(x0, y0, y1, y2, y3, x):
+    """``polint`` through x0, x0+1, x0+2, x0+3 (integers), as the interpolation uses it.
+
+    With integer abscissae C's denominators are exactly -6, 2, -2 and 6, and
+    the differences ``x - x_i`` are the same numbers each time, so computing
+    them once gives C's bits with a third of the arithmetic.
+    """
+    d0 = x - x0
+    d1 = x - (x0 + F(1))
+    d2 = x - (x0 + F(2))
+    d3 = x - (x0 + F(3))
+    t0 = d1 * d2 * d3 * y0 / F(-6)
+    t1 = d0 * d2 * d3 * y1 / F(2)
+    t2 = d0 * d1 * d3 * y2 / F(-2)
+    t3 = d0 * d1 * d2 * y3 / F(6)
+    return t0 + t1 + t2 + t3
+
+
+@njit(inline="always")
 def _interp_row(Fhkl, hi, ki, li, l0, l):
-    return polint(F(l0 - 1), F(l0), F(l0 + 1), F(l0 + 2),
-                  Fhkl[hi, ki, li], Fhkl[hi, ki, li + 1], Fhkl[hi, ki, li + 2], Fhkl[hi, ki, li + 3], l)
+    return polint_unit(F(l0 - 1), Fhkl[hi, ki, li], Fhkl[hi, ki, li + 1], Fhkl[hi, ki, li + 2],
+                       Fhkl[hi, ki, li + 3], l)
 
 
 @njit(inline="always")
 def _interp_plane(Fhkl, hi, ki, li, k0, l0, k, l):
-    return polint(F(k0 - 1), F(k0), F(k0 + 1), F(k0 + 2),
-                  _interp_row(Fhkl, hi, ki, li, l0, l),
-                  _interp_row(Fhkl, hi, ki + 1, li, l0, l),
-                  _interp_row(Fhkl, hi, ki + 2, li, l0, l),
-                  _interp_row(Fhkl, hi, ki + 3, li, l0, l), k)
+    return polint_unit(F(k0 - 1),
+                       _interp_row(Fhkl, hi, ki, li, l0, l),
+                       _interp_row(Fhkl, hi, ki + 1, li, l0, l),
+                       _interp_row(Fhkl, hi, ki + 2, li, l0, l),
+                       _interp_row(Fhkl, hi, ki + 3, li, l0, l), k)
 
 
 @njit(inline="always")
@@ -256,11 +279,11 @@ def polin3(Fhkl, h_min, k_min, l_min, h, k, l):
     hi = h0 - 1 - h_min
     ki = k0 - 1 - k_min
     li = l0 - 1 - l_min
-    return polint(F(h0 - 1), F(h0), F(h0 + 1), F(h0 + 2),
-                  _interp_plane(Fhkl, hi, ki, li, k0, l0, k, l),
-                  _interp_plane(Fhkl, hi + 1, ki, li, k0, l0, k, l),
-                  _interp_plane(Fhkl, hi + 2, ki, li, k0, l0, k, l),
-                  _interp_plane(Fhkl, hi + 3, ki, li, k0, l0, k, l), h)
+    return polint_unit(F(h0 - 1),
+                       _interp_plane(Fhkl, hi, ki, li, k0, l0, k, l),
+                       _interp_plane(Fhkl, hi + 1, ki, li, k0, l0, k, l),
+                       _interp_plane(Fhkl, hi + 2, ki, li, k0, l0, k, l),
+                       _interp_plane(Fhkl, hi + 3, ki, li, k0, l0, k, l), h)
 
 
 @njit(inline="always")

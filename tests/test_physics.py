@@ -58,6 +58,16 @@ def test_polint_reproduces_cubic():
     assert P.polint(*xs, *(f(x) for x in xs), 0.37) == pytest.approx(f(0.37), rel=1e-14)
 
 
+def test_polint_unit_gives_cs_bits():
+    # the kernels' short form must equal C's general polint exactly at integer abscissae
+    rng = np.random.default_rng(3)
+    for _ in range(2000):
+        x0 = float(rng.integers(-40, 40))
+        ys = rng.normal(0, 300, 4)
+        x = x0 + 1 + rng.random()
+        assert P.polint_unit(x0, *ys, x) == P.polint(x0, x0 + 1, x0 + 2, x0 + 3, *ys, x)
+
+
 def test_bragg_spot_lands_where_braggs_law_puts_it(tmp_path, monkeypatch):
     # cubic cell a = 50 A, reflection (0 1 0) only, rotated about z into its Bragg angle
     d, lam, dist, pix = 50.0, 1.0, 100.0, 0.1
