@@ -1,6 +1,6 @@
 """``python -m nanobrag_numba FLAGS``: the same as the ``nanobrag-numba`` command."""
 import sys
 
-from .cli import main
+from .cli import console_main
 
-sys.exit(main())
+sys.exit(console_main())

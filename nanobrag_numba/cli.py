@@ -545,6 +545,19 @@ def _positions(argv):
     return [i for i, w in enumerate(argv) if w in ALIASES]
 
 
+def _skip_numba_blas_probe():
+    """Keep Numba from importing SciPy's linear algebra at start-up.
+
+    When SciPy is installed, Numba imports ``scipy.linalg`` (0.2 s) the first
+    time a kernel loads, to find a BLAS for ``np.dot`` in jitted code.  The
+    simulator uses no BLAS, so the command line (a process of its own) marks
+    that module absent; Numba then simply reports no BLAS.  Library users of
+    ``nanobrag_numba`` are not affected.
+    """
+    if "scipy.linalg" not in sys.modules:
+        sys.modules["scipy.linalg"] = None
+
+
 def main(argv=None):
     """Entry point of ``nanobrag-numba`` / ``nanoBragg``; returns the exit status."""
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -575,5 +588,11 @@ def main(argv=None):
         return 130
 
 
+def console_main():
+    """The installed commands: ``main`` in a process of its own."""
+    _skip_numba_blas_probe()
+    return main()
+
+
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    sys.exit(console_main())

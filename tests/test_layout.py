@@ -16,5 +16,5 @@ def test_console_scripts_are_declared():
     cfg = configparser.ConfigParser()
     cfg.read(pathlib.Path(__file__).resolve().parents[1] / "setup.cfg")
     scripts = cfg["options.entry_points"]["console_scripts"]
-    assert "nanobrag-numba = nanobrag_numba.cli:main" in scripts
-    assert "nanoBragg = nanobrag_numba.cli:main" in scripts
+    assert "nanobrag-numba = nanobrag_numba.cli:console_main" in scripts
+    assert "nanoBragg = nanobrag_numba.cli:console_main" in scripts
