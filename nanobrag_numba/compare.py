@@ -533,18 +533,22 @@ def render_ours(flags: Sequence[str], workdir: str):
     return prep, image
 
 
+def _run_dirs(workdir, flags):
+    """Two fresh run directories (ours, the reference's), each with the Fdump a run without -hkl reads."""
+    dirs = os.path.join(workdir, "ours"), os.path.join(workdir, "reference")
+    for d in dirs:
+        os.mkdir(d)
+        _stage_dump(flags, d)
+    return dirs
+
+
 def _run_both_trace(binary, flags, pixel, outdir):
     workdir = tempfile.mkdtemp(prefix="nanobrag-compare-")
     try:
         flags = _absolute_inputs(_strip_flags(flags, OUTPUT_FLAGS))
         in_flags = _find_trace_pixel(flags)
         flags = _strip_flags(flags, {"-trace_pixel": 2})
-        ours_dir = os.path.join(workdir, "ours")
-        ref_dir = os.path.join(workdir, "reference")
-        os.mkdir(ours_dir)
-        os.mkdir(ref_dir)
-        _stage_dump(flags, ours_dir)
-        _stage_dump(flags, ref_dir)
+        ours_dir, ref_dir = _run_dirs(workdir, flags)
         prep, image = render_ours(flags, ours_dir)
         pixel = pixel or in_flags
         if pixel is None:
@@ -582,12 +586,7 @@ def _run_both_image(binary, flags):
         flags = _absolute_inputs(_strip_flags(flags, OUTPUT_FLAGS))
         # C's parser reads "-trace_pixel" as "-pixel" (substring match): never pass it on
         flags = _strip_flags(flags, {"-trace_pixel": 2})
-        ours_dir = os.path.join(workdir, "ours")
-        ref_dir = os.path.join(workdir, "reference")
-        os.mkdir(ours_dir)
-        os.mkdir(ref_dir)
-        _stage_dump(flags, ours_dir)
-        _stage_dump(flags, ref_dir)
+        ours_dir, ref_dir = _run_dirs(workdir, flags)
         prep, image = render_ours(flags, ours_dir)
         ref_flags = _strip_flags(flags, OURS_ONLY_FLAGS)
         run_reference(binary, ["-floatfile", "floatimage.bin"] + ref_flags, ref_dir)

@@ -10,13 +10,12 @@ compare against noise images written by the real C program.
 """
 
 import gzip
-import json
 import math
-import os
-from pathlib import Path
 
 import numpy as np
 import pytest
+
+import golden
 
 from nanobrag_numba.crand import CRandom, DEFAULT_MOSAIC_SEED, ran1_sequence
 from nanobrag_numba.kernels import crand as kc
@@ -259,19 +258,8 @@ def test_shared_state_misset_mosaic_then_negative_noise_seed():
 
 # ---------------------------------------------------------------- golden data
 
-def _golden_dir():
-    env = os.environ.get("NANOBRAGG_GOLDEN")
-    if env:
-        return Path(env)
-    return Path(__file__).resolve().parents[1].parent / "shared" / "golden"
-
-
 def _golden_noise_cases():
-    manifest = _golden_dir() / "manifest.json"
-    if not manifest.is_file():
-        return []
-    cases = json.loads(manifest.read_text())["cases"]
-    return [c for c in cases if "noise" in c.get("outputs", {})]
+    return [c for c in golden.cases() if "noise" in c.get("outputs", {})]
 
 
 def _arg_after(args, flag, count=1, default=None):
@@ -292,7 +280,7 @@ def test_golden_noise_image(case):
     if case is None:
         pytest.skip("golden reference data not found (set NANOBRAGG_GOLDEN or provide "
                     "../shared/golden relative to the checkout)")
-    root = _golden_dir()
+    root = golden.golden_dir()
     slow, fast = case["shape"]
     args = case["args"]
     seed = int(_arg_after(args, "-seed"))

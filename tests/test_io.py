@@ -14,10 +14,11 @@ import math
 import os
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
+
+import golden
 
 from nanobrag_numba.errors import NanoBraggError
 from nanobrag_numba.io.atomic import atomic_write_bytes
@@ -41,14 +42,7 @@ from nanobrag_numba.io.smv import (
 from nanobrag_numba.io.textcols import c_atof, read_text_columns
 
 
-def _golden_dir():
-    env = os.environ.get("NANOBRAGG_GOLDEN")
-    if env:
-        return Path(env)
-    return Path(__file__).resolve().parents[1].parent / "shared" / "golden"
-
-
-GOLDEN = _golden_dir()
+GOLDEN = golden.golden_dir()
 needs_golden = pytest.mark.skipif(
     not (GOLDEN / "manifest.json").is_file(),
     reason=f"golden reference outputs not found at {GOLDEN} (set NANOBRAGG_GOLDEN)",
