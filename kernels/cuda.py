@@ -59,14 +59,24 @@ def kernel(precision="double"):
     return _KERNELS[precision]
 
 
+def device_hkl(Fhkl, precision="double"):
+    """The HKL table on the device (upload it once and reuse it for many images)."""
+    return cuda.to_device(np.ascontiguousarray(Fhkl, dtype=np.float32 if precision == "single" else np.float64))
+
+
 def device_tables(sources, rot, phi_map, phi_map_first, Fhkl, mask, precision="double"):
-    """Copy the per-image tables to the device (float32 ones for single precision)."""
+    """Copy the per-image tables to the device (float32 ones for single precision).
+
+    ``Fhkl`` may already be a device array (see :func:`device_hkl`).
+    """
     dtype = np.float32 if precision == "single" else np.float64
+    if isinstance(Fhkl, np.ndarray):
+        Fhkl = device_hkl(Fhkl, precision)
     return (cuda.to_device(np.ascontiguousarray(sources, dtype=dtype)),
             cuda.to_device(np.ascontiguousarray(rot, dtype=dtype)),
             cuda.to_device(np.ascontiguousarray(phi_map)),
             cuda.to_device(np.ascontiguousarray(phi_map_first)),
-            cuda.to_device(np.ascontiguousarray(Fhkl, dtype=dtype)),
+            Fhkl,
             cuda.to_device(np.ascontiguousarray(mask)))
 
 

@@ -11,7 +11,9 @@ Heavy modules (Numba kernels) are imported on first use.
 """
 __version__ = "0.1.0"
 
-__all__ = ["Config", "config_from_flags", "simulate", "Simulator", "NanoBraggError", "__version__"]
+_API = ("config_from_flags", "simulate", "Simulator", "Result", "write_float", "write_tiff", "write_smv",
+        "write_pgm", "noise_image")
+__all__ = ["Config", "NanoBraggError", "__version__"] + list(_API)
 
 
 def __getattr__(name):
@@ -21,7 +23,7 @@ def __getattr__(name):
     if name == "NanoBraggError":
         from .errors import NanoBraggError
         return NanoBraggError
-    if name in ("config_from_flags", "simulate", "Simulator"):
+    if name in _API:
         from . import api
         return getattr(api, name)
     raise AttributeError("module 'nanobrag_numba' has no attribute %r" % name)

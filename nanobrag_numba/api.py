@@ -14,7 +14,6 @@ files.
 from __future__ import annotations
 
 import os
-import shlex
 from dataclasses import dataclass, field
 from typing import Optional, Sequence, Union
 
@@ -32,9 +31,7 @@ def config_from_flags(flags: Flags, **changes) -> Config:
     Keyword arguments then change Config fields (SI units), e.g.
     ``config_from_flags("-hkl P1.hkl -cell 40 42 45 90 90 90", device="cpu")``.
     """
-    from .cli import parse_args
-    words = shlex.split(flags) if isinstance(flags, str) else list(flags)
-    cfg = parse_args(words)
+    cfg = Config.from_args(flags)
     return cfg.replace(**changes) if changes else cfg
 
 
@@ -104,13 +101,18 @@ class Simulator:
         self.base = base if isinstance(base, Config) else config_from_flags(base)
         self.device = device
         self.log = log or (lambda s: None)
-        self._hkl_cache = {}
+        self._hkl_cache = {}       # HKL tables read, by file
+        self._hkl_device = {}      # and their copies on the GPU
 
     def prepare(self, **changes):
-        """The prepared tables for the base Config with some fields changed."""
+        """The prepared tables for the base Config with some fields changed.
+
+        The HKL table is read (and uploaded to the GPU) once per file and
+        Simulator; compiled kernels are shared by the whole process.
+        """
         from .simulator import prepare
         cfg = self.base.replace(device=self.device, **changes)
-        return prepare(cfg, self.log, hkl_cache=self._hkl_cache, write_dump=False)
+        return prepare(cfg, self.log, hkl_cache=self._hkl_cache, write_dump=False, hkl_device=self._hkl_device)
 
     def render(self, **changes) -> Result:
         """Render one image; keyword arguments change Config fields (SI units)."""
@@ -123,3 +125,50 @@ class Simulator:
 def simulate(cfg: Union[Config, Flags], device: str = "auto", log=None) -> Result:
     """Render one image from a Config or a nanoBragg command line."""
     return Simulator(cfg, device=device, log=log).render()
+
+
+# ---------------------------------------------------------------- writers
+def _image(result_or_array):
+    return result_or_array.floatimage if isinstance(result_or_array, Result) else np.asarray(result_or_array)
+
+
+def write_float(path, image) -> None:
+    """Write a float image (a Result or an array) as C's raw float32 ``floatimage.bin``."""
+    from .io.images import write_float_image
+    write_float_image(path, _image(image))
+
+
+def write_tiff(path, image) -> None:
+    """Write a float image (a Result or an array) as a float32 TIFF (tifffile)."""
+    from .io.images import write_tiff as _write_tiff
+    _write_tiff(path, _image(image))
+
+
+def write_smv(path, result: Result, data: Optional[np.ndarray] = None, noise: bool = False) -> None:
+    """Write an SMV image with C's header for ``result``'s geometry.
+
+    ``data`` defaults to ``result.int_image()``; pass ``result.noise_image()``
+    (and ``noise=True``, which only changes C's DENZO header line) for the
+    noise image.
+    """
+    from .geometry import smv_header_values
+    from .io.smv import format_smv_header, write_smv as _write_smv
+    prep = result.prep
+    header = format_smv_header(**smv_header_values(prep.det, prep.cfg.lambda0, prep.cfg.phi0,
+                                                   prep.sampling.osc, noise))
+    _write_smv(path, result.int_image() if data is None else data, header)
+
+
+def write_pgm(path, result: Result, scale: Optional[float] = None) -> None:
+    """Write C's 8-bit PGM of ``result`` (scale 250/(5 rmsd) unless given)."""
+    from .io.images import write_pgm as _write_pgm
+    from .simulator import pgm_image
+    if scale is None or scale <= 0:
+        rmsd = result.stats.rmsd
+        scale = 250.0 / (5.0 * rmsd) if rmsd > 0 else 1.0
+    _write_pgm(path, pgm_image(result.prep, result.floatimage, scale), scale)
+
+
+def noise_image(result: Result, seed: Optional[int] = None) -> np.ndarray:
+    """C's Poisson-noise image of ``result`` (same seed as C: same image)."""
+    return result.noise_image(seed)

@@ -93,12 +93,15 @@ def run_kernel(backend: str, prep, params, progress=None):
         precision = prep.cfg.precision
         if precision == "single":
             params = make_kparams(np.float32, **params._asdict())
-        tables = prep.device_tables.get(precision) if hasattr(prep, "device_tables") else None
+        tables = prep.device_tables.get(precision)
         if tables is None:
-            tables = kcuda.device_tables(prep.sources, prep.rot, prep.phi_map, prep.phi_map_first, prep.Fhkl,
-                                         prep.mask, precision)
-            if hasattr(prep, "device_tables"):
-                prep.device_tables[precision] = tables
+            # the HKL table is uploaded once per Simulator (prep.hkl_device is shared), the rest per image
+            key = (id(prep.Fhkl), precision)
+            if key not in prep.hkl_device:
+                prep.hkl_device[key] = (prep.Fhkl, kcuda.device_hkl(prep.Fhkl, precision))
+            tables = kcuda.device_tables(prep.sources, prep.rot, prep.phi_map, prep.phi_map_first,
+                                         prep.hkl_device[key][1], prep.mask, precision)
+            prep.device_tables[precision] = tables
         out, oob = kcuda.render_cuda(params, tables, npix, precision)
         xp = array_module(backend)
         if xp is np:

@@ -38,6 +38,7 @@ class Config:
     # --- input files -----------------------------------------------------
     hklfile: Optional[str] = None
     matfile: Optional[str] = None
+    matrix: Optional[Tuple[float, ...]] = None  # the 9 numbers of a -mat file (row-major, A^-1 x lambda)
     dumpfile: str = "Fdump.bin"
     stolfile: Optional[str] = None
     sourcefile: Optional[str] = None
@@ -162,7 +163,24 @@ class Config:
 
     def replace(self, **changes) -> "Config":
         """Return a copy with some fields changed (``dataclasses.replace``)."""
+        unknown = set(changes) - {f.name for f in dataclasses.fields(self)}
+        if unknown:
+            from .errors import NanoBraggError
+            raise NanoBraggError("unknown setting(s) %s (see nanobrag_numba.Config for the names)"
+                                 % ", ".join(sorted(unknown)))
         return dataclasses.replace(self, **changes)
+
+    @classmethod
+    def from_args(cls, args) -> "Config":
+        """A Config from nanoBragg flags: a list of words or one string.
+
+        ``Config.from_args(["-hkl", "P1.hkl", "-cell", "40", "42", "45", "90", "90", "90"])``
+        gives the configuration the command line would use (same defaults,
+        same flag order semantics; errors raise :class:`NanoBraggError`).
+        """
+        import shlex
+        from .cli import parse_args
+        return parse_args(shlex.split(args) if isinstance(args, str) else list(args))
 
     def validate(self) -> None:
         """Reject settings that no image can be made from (clear messages)."""

@@ -42,12 +42,20 @@ class Crystal:
     xtalsize_max: float
 
 
-def read_matrix(path: str, lambda0: float):
-    """Reciprocal vectors (1/A) from a MOSFLM matrix file.
+def matrix_vectors(rows, lambda0: float):
+    """Reciprocal vectors (1/A) from the 3x3 numbers of a MOSFLM matrix.
 
-    The first three lines hold a*, b*, c* as columns (x, y, z rows),
-    multiplied by the wavelength; C divides by ``-lambda``.
+    ``rows`` are the first three lines of the file: a*, b*, c* as columns
+    (x, y, z rows), multiplied by the wavelength; C divides by ``-lambda``.
     """
+    s = 1e-10 / lambda0
+    return (V.scale((rows[0][0], rows[1][0], rows[2][0]), s),
+            V.scale((rows[0][1], rows[1][1], rows[2][1]), s),
+            V.scale((rows[0][2], rows[1][2], rows[2][2]), s))
+
+
+def read_matrix(path: str, lambda0: float):
+    """Reciprocal vectors (1/A) from a MOSFLM matrix file (see :func:`matrix_vectors`)."""
     try:
         with open(path) as fh:
             lines = fh.read().splitlines()
@@ -70,11 +78,7 @@ def read_matrix(path: str, lambda0: float):
         rows.append(nums)
     if len(rows) < 3:
         raise NanoBraggError("%s: the orientation matrix needs three lines of three numbers" % path)
-    s = 1e-10 / lambda0
-    a_star = V.scale((rows[0][0], rows[1][0], rows[2][0]), s)
-    b_star = V.scale((rows[0][1], rows[1][1], rows[2][1]), s)
-    c_star = V.scale((rows[0][2], rows[1][2], rows[2][2]), s)
-    return a_star, b_star, c_star
+    return matrix_vectors(rows, lambda0)
 
 
 def _clamp_angles(sin_a, sin_b, sin_g, cos_a, cos_b, cos_g):
@@ -147,10 +151,15 @@ def build_crystal(cfg: Config, crand, lambda0: float, distance: float, pixel_siz
         b_star = (bs0 * cos_gs, bs0 * sin_gs, 0.0)
         c_star = (cs0 * cos_bs, cs0 * (cos_as - cos_bs * cos_gs) / sin_gs,
                   cs0 * V_cell_user / (a0 * b0 * c0 * sin_gs))
-    if cfg.matfile is not None:
+    if cfg.matrix is not None:
+        m = [float(x) for x in cfg.matrix]
+        if len(m) != 9 or not all(math.isfinite(x) for x in m):
+            raise NanoBraggError("matrix must be 9 finite numbers (the first three lines of a -mat file)")
+        a_star, b_star, c_star = matrix_vectors((m[0:3], m[3:6], m[6:9]), lambda0)
+    elif cfg.matfile is not None:
         log("reading %s" % cfg.matfile)
         a_star, b_star, c_star = read_matrix(cfg.matfile, lambda0)
-    if not user_cell and cfg.matfile is None:
+    if not user_cell and cfg.matfile is None and cfg.matrix is None:
         raise NanoBraggError("no unit cell: give -cell a b c alpha beta gamma or -mat FILE")
 
     misset = cfg.misset

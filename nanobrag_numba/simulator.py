@@ -32,6 +32,7 @@ WATER_F = 2.57
 WATER_MW = 18.0
 BANNER = "nanoBragg nanocrystal diffraction simulator - James Holton and Ken Frankel 5-17-17"
 INT_BIG = 2 ** 62
+_NO_HKL = np.zeros((1, 1, 1))   # the table of a run without structure factors (default_F only)
 
 QUIRK_NOTES = {
     "phi0_carryover": "the cell is rotated at every phi step, also at phi = 0 (C keeps the previous rotation there)",
@@ -194,7 +195,8 @@ class Prepared:
     crand: object
     notes: list = field(default_factory=list)
     interpolate: bool = False
-    device_tables: dict = field(default_factory=dict)   # GPU copies of the tables, per precision
+    device_tables: dict = field(default_factory=dict)   # GPU copies of this image's tables, per precision
+    hkl_device: dict = field(default_factory=dict)      # GPU copies of HKL tables, shared by a Simulator
 
 
 def _seed_now():
@@ -202,7 +204,7 @@ def _seed_now():
 
 
 def prepare(cfg: Config, log: Callable[[str], None] = print, crand=None, hkl_cache: Optional[dict] = None,
-            write_dump: bool = True) -> Prepared:
+            write_dump: bool = True, hkl_device: Optional[dict] = None) -> Prepared:
     """Set up one image as nanoBragg.c does, printing C's lines through ``log``.
 
     Parameters
@@ -219,6 +221,8 @@ def prepare(cfg: Config, log: Callable[[str], None] = print, crand=None, hkl_cac
         Write the ``Fdump.bin`` cache after reading ``-hkl`` (as C does).
         It is written last, once every input has been checked, so an error
         leaves no file behind.
+    hkl_device : dict, optional
+        GPU copies of HKL tables already uploaded (API reuse).
     """
     from .crand import CRandom
     from .kernels.physics import SHAPES_CODE, make_kparams
@@ -259,7 +263,7 @@ def prepare(cfg: Config, log: Callable[[str], None] = print, crand=None, hkl_cac
         if cfg.hklfile is None and not dump_exists and cfg.default_F == 0.0:
             raise NanoBraggError("no structure factors: give -hkl FILE, keep a %s from an earlier run in "
                                  "this directory, or set -default_F" % cfg.dumpfile)
-        if cfg.cell is None and cfg.matfile is None:
+        if cfg.cell is None and cfg.matfile is None and cfg.matrix is None:
             raise NanoBraggError("no unit cell: give -cell a b c alpha beta gamma or -mat FILE")
         sampling_box.append(resolve_sampling(cfg_eff, log, notes))
 
@@ -324,7 +328,7 @@ def prepare(cfg: Config, log: Callable[[str], None] = print, crand=None, hkl_cac
         bounds = (table.h_min, table.h_max, table.k_min, table.k_max, table.l_min, table.l_max)
         hkls = table.hkls
     else:
-        Fhkl = np.zeros((1, 1, 1))
+        Fhkl = _NO_HKL
         bounds = (0, 0, 0, 0, 0, 0)
         hkls = 0
     h_min, h_max, k_min, k_max, l_min, l_max = bounds
@@ -363,7 +367,8 @@ def prepare(cfg: Config, log: Callable[[str], None] = print, crand=None, hkl_cac
                     fluence=fluence, steps=steps, I_bg=I_bg, sources=sources, rot=rot, phi_map=phi_map,
                     phi_map_first=phi_map_first, phis=phis, Fhkl=Fhkl, hkl_bounds=bounds, hkls=hkls,
                     mask=mask if mask is not None else np.zeros(1, dtype=np.uint16), params=params,
-                    crand=crand, notes=notes, interpolate=interpolate)
+                    crand=crand, notes=notes, interpolate=interpolate,
+                    hkl_device=hkl_device if hkl_device is not None else {})
     if cfg.c_quirks and sampling.phisteps > 1:
         from .kernels.cpu import first_phi_loop_pixel
         first = first_phi_loop_pixel(params, sources, prep.mask)
