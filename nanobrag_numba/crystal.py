@@ -285,7 +285,9 @@ def rotation_table(crystal: Crystal, spindle, phis, mosaic_spread: float, umats:
     nphi = len(phis)
     ndom = umats.shape[0]
     table = np.empty((nphi + 1, ndom, 9))
-    cells = [tuple(V.rotate_axis(v, spindle, phi) for v in (crystal.a, crystal.b, crystal.c)) for phi in phis]
+    # a rotation by phi = 0 is the identity: use the cell itself (as C does), which also keeps its signed zeros
+    cells = [tuple(V.rotate_axis(v, spindle, phi) if phi != 0.0 else v for v in (crystal.a, crystal.b, crystal.c))
+             for phi in phis]
     cells.append((crystal.a, crystal.b, crystal.c))
     for t, (ap, bp, cp) in enumerate(cells):
         for m in range(ndom):
