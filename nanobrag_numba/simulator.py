@@ -238,6 +238,10 @@ def prepare(cfg: Config, log: Callable[[str], None] = print, crand=None, hkl_cac
         for q in dict.fromkeys(cfg.quirk_hits):
             notes.append((q, QUIRK_NOTES[q]))
 
+    for path in (cfg.maskfile, cfg.imgfile):     # C reads the -mask, then the -img, header first
+        if path is not None:
+            log("reading %s" % path)
+
     # fluence from flux; the beam clips the sample
     fluence, flux, exposure, beamsize = cfg.fluence, cfg.flux, cfg.exposure, cfg.beamsize
     sample_y, sample_z = cfg.sample_y, cfg.sample_z
@@ -738,12 +742,12 @@ def run_command_line(cfg: Config) -> int:
     if cfg.progress:
         progress = lambda pct: (print("%d%% done" % pct), sys.stdout.flush())  # noqa: E731
     image = render(prep, backend, progress=progress)
-    if image.first_oob is not None:
-        _warn_interpolation(prep, image, log)
+    print_notes(prep, image)
     if cfg.printout or cfg.trace_pixel is not None:
         from . import trace
         trace.report(prep, image, log)
-    print_notes(prep, image)
+    if image.first_oob is not None:
+        _warn_interpolation(prep, image, log)
     write_outputs(prep, image, log)
     return 0
 
@@ -755,4 +759,5 @@ def _warn_interpolation(prep: Prepared, image: Image, log):
     row = trace.evaluation(prep, s, f, ev)
     log("WARNING: out of range for three point interpolation: h,k,l,h0,k0,l0: %g,%g,%g,%d,%d,%d "
         % (row["h"], row["k"], row["l"], row["h0"], row["k0"], row["l0"]))
-    log("WARNING: further warnings will not be printed! ")
+    # C prints this without a newline; its "\n" after the pixel loop (write_outputs' first line) ends it
+    print("WARNING: further warnings will not be printed! ", end="")
