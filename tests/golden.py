@@ -50,6 +50,11 @@ def read(case, key) -> bytes:
         return fh.read()
 
 
+def read_text(case, key) -> str:
+    """A stored output that is not gzipped (stdout.txt)."""
+    return (golden_dir() / case["outputs"][key]).read_text()
+
+
 def float_image(case) -> np.ndarray:
     return np.frombuffer(read(case, "float"), dtype="<f4").reshape(case["shape"])
 
