@@ -13,8 +13,9 @@ an error that names it.  With ``-c_quirks`` the two substring collisions that
 change images are emulated (``-twotheta_axis`` also setting ``-twotheta``,
 ``-misset_seed N a b`` also setting ``-misset``).
 
-``nanobrag-numba compare ...`` runs the comparison tool (see ``compare.py``)
-and ``nanobrag-numba example`` renders a built-in example (``example.py``).
+``nanobrag-numba compare ...`` runs the comparison tool (see ``compare.py``),
+``nanobrag-numba example`` renders a built-in example (``example.py``) and
+``nanobrag-numba batch ...`` renders many images (``batch.py``).
 This module imports no Numba code, so ``--help`` and input errors are fast.
 """
 from __future__ import annotations
@@ -567,6 +568,9 @@ def main(argv=None):
     if argv and argv[0] == "example":
         from .example import main as example_main
         return example_main(argv[1:])
+    if argv and argv[0] == "batch":
+        from .batch import main as batch_main
+        return batch_main(argv[1:])
     try:
         if not argv:
             build_parser().print_help()

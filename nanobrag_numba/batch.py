@@ -1,0 +1,1166 @@
+"""``nanobrag-numba batch``: many images from one base command line, resumable.
+
+::
+
+    nanobrag-numba batch --random-orientations 200 --seed 1 --out run1 -- \\
+        -hkl P1.hkl -cell 40 42 45 90 90 90 -N 5 -detpixels 64
+    nanobrag-numba batch --jobs jobs.jsonl --out run2 --workers 2 -- FLAGS
+    nanobrag-numba batch --phi-series 0 0.1 50 --out run3 --scheduler tcp://host:8786 -- FLAGS
+
+Every image is the base configuration (the nanoBragg flags after ``--``)
+with some :class:`~nanobrag_numba.config.Config` fields changed.  The jobs
+come from a JSON Lines file (one object of changes per line, keys are Config
+field names in SI units, plus ``misset_deg``, ``phi_deg``, ``id`` and
+``name``), from ``--random-orientations N`` or from ``--phi-series``.
+
+Each finished image is one file in the output folder (float32 TIFF, raw
+float or SMV; optionally the Poisson-noise SMV image) and one line of
+``manifest.jsonl`` with everything needed to render it again.  Files are
+written atomically and a manifest line is appended (and fsynced) only after
+its files are in place, so a rerun with the same arguments skips exactly the
+images that are finished and redoes the rest.
+
+Images are rendered in this process, on a local Dask cluster started for the
+batch (``--workers N``, optionally one per GPU with ``--gpus``) or on an
+existing Dask cluster (``--scheduler ADDRESS``).  Each worker builds its
+:class:`~nanobrag_numba.api.Simulator` once (the HKL table is read once per
+process) and writes its images to the output folder; the client appends
+the manifest lines.  See docs/batch.md.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import hashlib
+import json
+import math
+import os
+import socket
+import sys
+import time
+import typing
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
+
+from .config import RTD, Config
+from .errors import NanoBraggError
+
+PROG = "nanobrag-numba batch"
+MANIFEST = "manifest.jsonl"
+SETTINGS = "batch.json"
+LOCK = ".batch.lock"
+FORMATS = {"tiff": ".tif", "smv": ".img", "float": ".bin"}
+NOISE_SUFFIX = "_noise.img"
+CONVENIENCE_KEYS = ("misset_deg", "phi_deg")
+LABEL_KEYS = ("id", "name")
+ORIENTATION_METHODS = ("uniform", "c")
+DEFAULT_CHUNK = 4
+
+# Config fields a job may not change: the batch chooses the outputs, and the
+# reporting fields would only print into the workers' logs.
+NOT_PER_JOB = {
+    "floatfile": "the batch writes its own files (--format, --noise)",
+    "intfile": "the batch writes its own files (--format, --noise)",
+    "pgmfile": "the batch writes its own files (--format, --noise)",
+    "noisefile": "the batch writes its own files (--format, --noise)",
+    "write_pgm": "the batch writes its own files (--format, --noise)",
+    "calculate_noise": "the batch writes its own files (--format, --noise)",
+    "dumpfile": "the structure factors come from the base flags (-hkl, or -dump without -hkl)",
+    "progress": "the batch prints its own progress line",
+    "printout": "pixel printouts are not available in a batch",
+    "printout_pixel": "pixel printouts are not available in a batch",
+    "trace_pixel": "tracing is not available in a batch (use -trace_pixel on one image)",
+    "noop_flags": "internal field",
+    "quirk_hits": "internal field",
+}
+# Flags of the base command line that have no meaning in a batch.
+NOT_IN_BASE = ("-floatfile", "-intfile", "-noisefile", "-pgmfile", "-pgmscale", "-printout",
+               "-printout_pixel", "-trace_pixel")
+# Config fields that name input files: made absolute so that workers in
+# other folders find them.
+PATH_FIELDS = ("hklfile", "matfile", "stolfile", "sourcefile", "imgfile", "maskfile")
+
+_HINTS = typing.get_type_hints(Config)
+_FIELDS = tuple(f.name for f in dataclasses.fields(Config))
+
+
+# ---------------------------------------------------------------- jobs
+
+class JobError(Exception):
+    """A job that cannot be rendered (bad line, unknown key, bad value)."""
+
+
+@dataclass
+class Job:
+    """One image of the batch.
+
+    Attributes
+    ----------
+    index : int
+        Position in the job list (0-based; blank lines of a jobs file are not counted).
+    source : dict
+        The job as given: the parsed JSON object, or the generated one
+        (``{"misset_deg": [...]}``, ``{"phi_deg": x}``).
+    line : int or None
+        Line number in the jobs file (1-based), None for generated jobs.
+    id : object
+        The optional ``"id"`` of the job (any JSON value), recorded as is.
+    name : str
+        Stem of the output file names (``"name"``, default ``img_NNNNNN``).
+    overrides : dict
+        Config fields (SI units) passed to ``Simulator.render``; tuples for vectors.
+    noise_seed : int
+        ``-seed`` of this image's noise image (also set as the ``seed`` field).
+    extra : dict
+        What generated the job (e.g. the orientation method and seed), recorded in the manifest.
+    error : str or None
+        Why the job cannot run (it is then reported and skipped).
+    key : str
+        Fingerprint of everything that makes this image's files (base flags,
+        overrides, name, format, noise); a manifest entry counts for a rerun
+        only when its key is the same.
+    """
+
+    index: int
+    source: Any
+    line: Optional[int] = None
+    id: Any = None
+    name: str = ""
+    overrides: Dict[str, Any] = field(default_factory=dict)
+    noise_seed: Optional[int] = None
+    extra: Dict[str, Any] = field(default_factory=dict)
+    error: Optional[str] = None
+    key: str = ""
+
+    def where(self, jobs_label: Optional[str]) -> str:
+        """How error messages name this job: ``FILE line N`` or ``job N (NAME)``."""
+        if self.line is not None:
+            return "%s line %d" % (jobs_label or "jobs", self.line)
+        return "job %d%s" % (self.index, " (%s)" % self.name if self.name else "")
+
+
+def _type_name(tp) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def coerce_value(name: str, value: Any, tp=None) -> Any:
+    """Check a JSON value against the type of Config field ``name`` and convert it.
+
+    Parameters
+    ----------
+    name : str
+        Config field name (for messages and to look up the type).
+    value : object
+        The value from JSON (numbers, strings, booleans, lists, null).
+    tp : type, optional
+        The annotation to check against (default: the field's own).
+
+    Returns
+    -------
+    object
+        The value as the Config holds it: lists become tuples, integral
+        floats become ints for integer fields.
+
+    Raises
+    ------
+    JobError
+        If the value does not fit the field (e.g. a string for a number, two
+        numbers for a 3-vector, NaN).
+    """
+    tp = _HINTS[name] if tp is None else tp
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin is typing.Union:
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return coerce_value(name, value, inner[0])
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise JobError("%s must be true or false, got %s" % (name, json.dumps(value)))
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and math.isfinite(value) and value.is_integer():
+            return int(value)
+        raise JobError("%s must be a whole number, got %s" % (name, json.dumps(value)))
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            if isinstance(value, float) and not math.isfinite(value):
+                raise JobError("%s must be a finite number, got %s" % (name, value))
+            return value
+        raise JobError("%s must be a number, got %s" % (name, json.dumps(value)))
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        raise JobError("%s must be a string, got %s" % (name, json.dumps(value)))
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise JobError("%s must be a list of numbers, got %s" % (name, json.dumps(value)))
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(coerce_value(name, v, args[0]) for v in value)
+        if len(value) != len(args):
+            raise JobError("%s must be a list of %d numbers, got %d" % (name, len(args), len(value)))
+        return tuple(coerce_value(name, v, a) for v, a in zip(value, args))
+    raise JobError("%s cannot be set in a job (type %s)" % (name, _type_name(tp)))  # pragma: no cover
+
+
+def _angles(key: str, value: Any, n: int):
+    """A number (n=1) or a list of n numbers, in degrees, from a job object."""
+    if n == 1:
+        return coerce_value(key, value, float)
+    return coerce_value(key, value, typing.Tuple[float, float, float])
+
+
+def resolve_job(obj: Any) -> Tuple[Dict[str, Any], Any, Optional[str]]:
+    """The Config changes of one job object, its ``id`` and its ``name``.
+
+    Parameters
+    ----------
+    obj : object
+        A parsed JSON value; it must be an object whose keys are Config
+        field names (SI units), ``misset_deg`` (three angles in degrees, as
+        ``-misset``), ``phi_deg`` (degrees, as ``-phi``), ``id`` or ``name``.
+
+    Returns
+    -------
+    overrides : dict
+        Config fields to change.  ``misset_deg`` becomes ``misset`` in
+        radians, converted exactly as the command line converts ``-misset``
+        (so the same numbers give bit-identical images), and a job that sets
+        the misset also sets ``misset_random`` to false unless it gives it.
+    id : object
+        The job's ``id`` (None if absent).
+    name : str or None
+        The job's ``name`` (None if absent).
+
+    Raises
+    ------
+    JobError
+        For anything but an object, an unknown or forbidden key, a key given
+        twice in two spellings (``misset`` and ``misset_deg``), or a bad value.
+    """
+    if not isinstance(obj, dict):
+        raise JobError("a job must be a JSON object of Config fields, got %s" % type(obj).__name__)
+    out: Dict[str, Any] = {}
+    unknown = [k for k in obj if k not in _FIELDS and k not in CONVENIENCE_KEYS and k not in LABEL_KEYS]
+    if unknown:
+        import difflib
+        hints = []
+        for k in unknown:
+            close = difflib.get_close_matches(k, list(_FIELDS) + list(CONVENIENCE_KEYS), n=1)
+            hints.append("%r%s" % (k, " (did you mean %r?)" % close[0] if close else ""))
+        raise JobError("unknown key %s: keys are Config field names (SI units), misset_deg, phi_deg, id "
+                       "and name" % ", ".join(hints))
+    for k, v in obj.items():
+        if k in LABEL_KEYS or k in CONVENIENCE_KEYS:
+            continue
+        if k in NOT_PER_JOB:
+            raise JobError("%s cannot be set per job: %s" % (k, NOT_PER_JOB[k]))
+        out[k] = coerce_value(k, v)
+    if "misset_deg" in obj:
+        if "misset" in obj:
+            raise JobError("give misset (radians) or misset_deg (degrees), not both")
+        out["misset"] = tuple(float(d) / RTD for d in _angles("misset_deg", obj["misset_deg"], 3))
+    if "phi_deg" in obj:
+        if "phi0" in obj:
+            raise JobError("give phi0 (radians) or phi_deg (degrees), not both")
+        out["phi0"] = float(_angles("phi_deg", obj["phi_deg"], 1)) / RTD
+    if out.get("misset") is not None and "misset_random" not in obj:
+        out["misset_random"] = False
+    name = obj.get("name")
+    if name is not None:
+        if not isinstance(name, str) or not name or name.startswith(".") or "/" in name or "\\" in name \
+                or name != name.strip() or any(ord(c) < 32 for c in name):
+            raise JobError("name must be a plain file name (no folders, not starting with '.'), got %s"
+                           % json.dumps(name))
+    return out, obj.get("id"), name
+
+
+def read_jobs(path: str) -> Tuple[List[Job], str]:
+    """Jobs from a JSON Lines file (``-`` reads standard input).
+
+    Blank lines are skipped; every other line must be one JSON object.  A
+    malformed line gives a job with ``error`` set and its line number, so
+    that it is reported without stopping the other jobs.
+
+    Parameters
+    ----------
+    path : str
+        The jobs file.
+
+    Returns
+    -------
+    jobs : list of Job
+        One per non-blank line, ``index`` counting from 0.
+    label : str
+        How messages name the file.
+
+    Raises
+    ------
+    NanoBraggError
+        If the file cannot be read (a usage error).
+    """
+    label = "<stdin>" if path == "-" else path
+    try:
+        if path == "-":
+            text = sys.stdin.read()
+        else:
+            with open(path, encoding="utf-8") as fh:
+                text = fh.read()
+    except OSError as exc:
+        raise NanoBraggError("cannot read the jobs file %s: %s" % (path, exc.strerror or exc)) from None
+    except UnicodeDecodeError as exc:
+        raise NanoBraggError("the jobs file %s is not UTF-8 text: %s" % (path, exc)) from None
+    jobs: List[Job] = []
+    for lineno, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        job = Job(index=len(jobs), source=None, line=lineno)
+        try:
+            job.source = json.loads(line)
+        except json.JSONDecodeError as exc:
+            job.error = "not valid JSON: %s" % exc.msg + (" (column %d)" % exc.colno)
+        jobs.append(job)
+    return jobs, label
+
+
+def uniform_rotations(n: int, seed: int):
+    """``n`` rotation matrices uniformly distributed over SO(3) (Haar measure).
+
+    Method (Shoemake, "Uniform random rotations", Graphics Gems III, 1992):
+    ``u = numpy.random.Generator(numpy.random.PCG64(seed)).random((n, 3))``;
+    row i gives the unit quaternion
+    ``(sqrt(1-u0) sin 2 pi u1, sqrt(1-u0) cos 2 pi u1, sqrt(u0) sin 2 pi u2, sqrt(u0) cos 2 pi u2)``,
+    which is uniform on the 3-sphere, hence a uniform rotation.  Row i
+    depends only on ``seed`` and i, so the first rotations do not change
+    when ``n`` grows.
+
+    Returns
+    -------
+    numpy.ndarray
+        float64 ``(n, 3, 3)`` rotation matrices.
+    """
+    import numpy as np
+    u = np.random.Generator(np.random.PCG64(int(seed))).random((int(n), 3))
+    a, b = np.sqrt(1.0 - u[:, 0]), np.sqrt(u[:, 0])
+    x, y = a * np.sin(2 * np.pi * u[:, 1]), a * np.cos(2 * np.pi * u[:, 1])
+    z, w = b * np.sin(2 * np.pi * u[:, 2]), b * np.cos(2 * np.pi * u[:, 2])
+    return np.stack([
+        np.stack([1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)], axis=-1),
+        np.stack([2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)], axis=-1),
+        np.stack([2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)], axis=-1),
+    ], axis=1)
+
+
+def random_orientations(n: int, seed: int, method: str = "uniform") -> List[Tuple[float, float, float]]:
+    """Misset angles (degrees) of ``n`` random crystal orientations.
+
+    Parameters
+    ----------
+    n : int
+        Number of orientations.
+    seed : int
+        ``uniform``: the seed of numpy's PCG64 generator (see
+        :func:`uniform_rotations`).  ``c``: orientation i is the C program's
+        ``-misset random -misset_seed seed+i`` (``seed`` >= 1).
+    method : str
+        ``uniform`` (Haar-uniform rotations) or ``c`` (the C program's own
+        generator, reproducible in C; its rotations are *not* uniform: they
+        favour small rotation angles).
+
+    Returns
+    -------
+    list of tuple
+        ``(rotx, roty, rotz)`` in degrees for ``-misset`` (rotations about x,
+        then y, then z, as C's ``rotate``).  ``misset_deg`` of the jobs:
+        ``value / RTD`` is exactly what ``-misset`` with these numbers gives.
+    """
+    import numpy as np
+    from .kernels import crand as kc
+    out = []
+    if method == "uniform":
+        miss = np.zeros(3, dtype=np.float64)
+        for umat in uniform_rotations(n, seed):
+            kc.umat2misset(np.ascontiguousarray(umat.reshape(9)), miss)
+            out.append(tuple(float(v) * RTD for v in miss))
+    elif method == "c":
+        from .crand import CRandom
+        rng = CRandom()
+        for i in range(int(n)):
+            _umat, angles = rng.random_misset(int(seed) + i)
+            out.append(tuple(float(v) * RTD for v in angles))
+    else:
+        raise NanoBraggError("unknown orientation method %r (use %s)" % (method, " or ".join(ORIENTATION_METHODS)))
+    return out
+
+
+# ---------------------------------------------------------------- options
+
+class _Parser(argparse.ArgumentParser):
+    """argparse whose errors are one-line NanoBraggErrors (exit status 2)."""
+
+    def error(self, message):
+        raise NanoBraggError(message)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The option parser of ``nanobrag-numba batch`` (the base flags follow ``--``)."""
+    p = _Parser(
+        prog=PROG, add_help=False, allow_abbrev=False,
+        usage="%(prog)s (--jobs FILE | --random-orientations N | --phi-series START STEP N) --out DIR "
+              "[options] -- NANOBRAGG FLAGS",
+        description="Render many images from one base nanoBragg command line (given after --), each with "
+                    "some Config fields changed; resumable, in this process or on a Dask cluster. "
+                    "See docs/batch.md.",
+        epilog="Exit status: 0 when every image is done, 1 when some job failed (each failure is one "
+               "line on stderr), 2 for usage errors.")
+    p.add_argument("-h", "--help", action="help", help="show this help and exit")
+    src = p.add_argument_group("jobs (exactly one)")
+    src.add_argument("--jobs", metavar="FILE",
+                     help="JSON Lines, one object per image: Config field names (SI units), misset_deg, "
+                          "phi_deg, id, name ('-': standard input)")
+    src.add_argument("--random-orientations", type=int, metavar="N", help="N random crystal orientations")
+    src.add_argument("--seed", type=int, metavar="S",
+                     help="seed of --random-orientations (default 1)")
+    src.add_argument("--orientations", choices=ORIENTATION_METHODS, default="uniform",
+                     help="uniform: Haar-uniform rotations from numpy's PCG64(S) (default); c: the C "
+                          "program's -misset random with -misset_seed S+i (not uniform)")
+    src.add_argument("--phi-series", nargs=3, metavar=("START", "STEP", "N"),
+                     help="N images at phi = START + i*STEP (degrees)")
+    out = p.add_argument_group("output")
+    out.add_argument("--out", metavar="DIR", required=False, help="output folder (created; required)")
+    out.add_argument("--format", choices=tuple(FORMATS), default="tiff",
+                     help="image file format: tiff (float32, default), smv (C's int image) or float (raw float32)")
+    out.add_argument("--noise", action="store_true",
+                     help="also write C's Poisson-noise SMV image, seed = the job's seed field, else the "
+                          "base -seed (default 1) + job index")
+    out.add_argument("--quiet", action="store_true", help="no progress line (errors are still printed)")
+    run = p.add_argument_group("where to render (default: in this process)")
+    run.add_argument("--workers", type=int, metavar="N",
+                     help="start a local Dask cluster of N single-threaded worker processes")
+    run.add_argument("--gpus", metavar="LIST",
+                     help="comma-separated GPU ids: one local worker per GPU, each seeing only its GPU "
+                          "(CUDA_VISIBLE_DEVICES); implies --workers")
+    run.add_argument("--scheduler", metavar="ADDRESS", help="send the jobs to this running Dask scheduler")
+    run.add_argument("--chunk", type=int, default=DEFAULT_CHUNK, metavar="K",
+                     help="jobs per Dask task (default %d)" % DEFAULT_CHUNK)
+    run.add_argument("--numba-threads", type=int, metavar="N",
+                     help="Numba CPU threads per process (default: all cores in this process; "
+                          "cores/workers with --workers)")
+    return p
+
+
+def split_argv(argv: List[str]) -> Tuple[List[str], List[str]]:
+    """The batch options and the base nanoBragg flags (the words after the first ``--``)."""
+    if "--" not in argv:
+        if any(a in ("-h", "--help") for a in argv):
+            return argv, []
+        raise NanoBraggError("give the base nanoBragg flags after --, e.g. %s --random-orientations 8 --out DIR "
+                             "-- -hkl P1.hkl -cell 40 42 45 90 90 90 -N 5 -detpixels 64" % PROG)
+    i = argv.index("--")
+    return argv[:i], argv[i + 1:]
+
+
+def parse_options(argv: List[str]):
+    """Parse the batch options; checks their combinations (NanoBraggError on misuse)."""
+    mine, base = split_argv(list(argv))
+    opts = build_parser().parse_args(mine)
+    opts.base = base
+    sources = [o for o in ("jobs", "random_orientations", "phi_series") if getattr(opts, o) is not None]
+    if len(sources) != 1:
+        raise NanoBraggError("give exactly one of --jobs, --random-orientations, --phi-series")
+    if opts.seed is not None and opts.random_orientations is None:
+        raise NanoBraggError("--seed seeds --random-orientations (the noise seeds come from -seed in the "
+                             "base flags or the jobs' seed field)")
+    if opts.random_orientations is not None:
+        if opts.random_orientations < 0:
+            raise NanoBraggError("--random-orientations must be 0 or more")
+        opts.seed = 1 if opts.seed is None else opts.seed
+        if opts.orientations == "c" and opts.seed < 1:
+            raise NanoBraggError("--orientations c needs --seed 1 or more (C's seeds are positive)")
+        if opts.orientations == "uniform" and opts.seed < 0:
+            raise NanoBraggError("--seed must be 0 or more")
+    if opts.phi_series is not None:
+        start, step, n = opts.phi_series
+        try:
+            opts.phi_series = (float(start), float(step), int(n))
+        except ValueError:
+            raise NanoBraggError("--phi-series takes START STEP (degrees) and a whole number N, got %s"
+                                 % " ".join(opts.phi_series)) from None
+        if not (math.isfinite(opts.phi_series[0]) and math.isfinite(opts.phi_series[1])) or opts.phi_series[2] < 0:
+            raise NanoBraggError("--phi-series needs finite START and STEP and N >= 0")
+    if not opts.out:
+        raise NanoBraggError("--out DIR is required (the folder of the images and manifest.jsonl)")
+    if opts.scheduler and (opts.workers is not None or opts.gpus):
+        raise NanoBraggError("--scheduler sends the jobs to a running cluster; --workers/--gpus start a "
+                             "local one: give one or the other")
+    if opts.gpus is not None:
+        gpus = [g.strip() for g in opts.gpus.split(",")]
+        if not gpus or any(not g for g in gpus):
+            raise NanoBraggError("--gpus takes a comma-separated list of GPU ids, e.g. --gpus 0,1,2,3")
+        if opts.workers is not None and opts.workers != len(gpus):
+            raise NanoBraggError("--gpus %s starts one worker per GPU (%d); --workers %d disagrees"
+                                 % (opts.gpus, len(gpus), opts.workers))
+        opts.gpus = gpus
+        opts.workers = len(gpus)
+    if opts.workers is not None and opts.workers < 1:
+        raise NanoBraggError("--workers must be at least 1")
+    if opts.chunk < 1:
+        raise NanoBraggError("--chunk must be at least 1")
+    if opts.numba_threads is not None and opts.numba_threads < 1:
+        raise NanoBraggError("--numba-threads must be at least 1")
+    return opts
+
+
+def base_config(words: List[str]) -> Config:
+    """The base Config from the flags after ``--``, with input paths made absolute.
+
+    Raises
+    ------
+    NanoBraggError
+        For bad flags, flags that make no sense in a batch (output files,
+        printouts, tracing), and input files that do not exist.
+    """
+    from .cli import ALIASES
+    for w in words:
+        if ALIASES.get(w) in NOT_IN_BASE:
+            raise NanoBraggError("%s has no meaning in a batch: the batch writes its own files (--format, "
+                                 "--noise); remove it from the base flags" % w)
+    if not words:
+        raise NanoBraggError("no base flags after --: at least -hkl FILE (or -default_F) and -cell or -mat")
+    cfg = Config.from_args(words)
+    return absolute_paths(cfg, check=True)
+
+
+def absolute_paths(cfg: Config, check: bool = False) -> Config:
+    """``cfg`` with its input file names absolute (and, with ``check``, existing)."""
+    changes = {}
+    for name in PATH_FIELDS:
+        path = getattr(cfg, name)
+        if path is None:
+            continue
+        if check and not os.path.isfile(path):
+            raise NanoBraggError("cannot open %s: no such file" % path)
+        changes[name] = os.path.abspath(path)
+    changes["dumpfile"] = os.path.abspath(cfg.dumpfile)     # read (never written) when there is no -hkl
+    return cfg.replace(**changes)
+
+
+def build_jobs(opts, base: Config) -> Tuple[List[Job], Optional[str]]:
+    """All jobs of the batch, resolved and checked (bad ones carry ``error``).
+
+    Returns
+    -------
+    jobs : list of Job
+    jobs_label : str or None
+        The jobs file name for messages (None for generated jobs).
+    """
+    label = None
+    if opts.jobs is not None:
+        jobs, label = read_jobs(opts.jobs)
+    elif opts.random_orientations is not None:
+        angles = random_orientations(opts.random_orientations, opts.seed, opts.orientations)
+        jobs = []
+        for i, deg in enumerate(angles):
+            extra = {"orientation": {"method": opts.orientations, "seed": opts.seed}}
+            if opts.orientations == "c":
+                extra["orientation"]["misset_seed"] = opts.seed + i
+            else:
+                extra["orientation"]["draw"] = i
+            jobs.append(Job(index=i, source={"misset_deg": list(deg)}, extra=extra))
+    else:
+        start, step, n = opts.phi_series
+        jobs = [Job(index=i, source={"phi_deg": start + i * step}) for i in range(n)]
+    names = {}
+    base_seed = base.seed if base.seed is not None else 1
+    for job in jobs:
+        if job.error is None:
+            try:
+                overrides, job.id, name = resolve_job(job.source)
+                for k in PATH_FIELDS:
+                    if overrides.get(k) is not None:
+                        overrides[k] = os.path.abspath(overrides[k])
+                job.name = name or "img_%06d" % job.index
+                if "seed" not in overrides or overrides["seed"] is None:
+                    overrides["seed"] = base_seed + job.index
+                job.noise_seed = overrides["seed"]
+                cfg = base.replace(**overrides)
+                cfg.validate()
+                if cfg.misset_random and cfg.misset_seed is None:
+                    raise JobError("misset_random without misset_seed would take the orientation from the "
+                                   "clock; give misset_seed (or use --random-orientations)")
+                for k in PATH_FIELDS:
+                    if overrides.get(k) is not None and not os.path.isfile(overrides[k]):
+                        raise JobError("cannot open %s: no such file" % overrides[k])
+                job.overrides = overrides
+            except (JobError, NanoBraggError) as exc:
+                job.error = str(exc)
+        if job.error is None:
+            if job.name in names:
+                job.error = "name %r is already used by %s" % (job.name, jobs[names[job.name]].where(label))
+            else:
+                names[job.name] = job.index
+        if job.error is None:
+            job.key = job_key(opts, job)
+    return jobs, label
+
+
+def job_key(opts, job: Job) -> str:
+    """Fingerprint of everything that decides a job's files (see :class:`Job`)."""
+    doc = {"flags": list(opts.base), "overrides": _jsonable(job.overrides), "name": job.name,
+           "format": opts.format, "noise": bool(opts.noise)}
+    return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:20]
+
+
+def _jsonable(value):
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    return value
+
+
+def output_names(name: str, fmt: str, noise: bool) -> Dict[str, str]:
+    """The file names (in the output folder) of one image: ``image`` and, with noise, ``noise``."""
+    files = {"image": name + FORMATS[fmt]}
+    if noise:
+        files["noise"] = name + NOISE_SUFFIX
+    return files
+
+
+# ---------------------------------------------------------------- manifest
+
+def read_manifest(path: str) -> Tuple[Dict[int, dict], int]:
+    """The last manifest entry of every job index, and the number of unreadable lines.
+
+    A line cut short by a crash (no newline, bad JSON) is ignored.
+    """
+    entries: Dict[int, dict] = {}
+    bad = 0
+    try:
+        with open(path, "rb") as fh:
+            data = fh.read()
+    except FileNotFoundError:
+        return entries, 0
+    except OSError as exc:
+        raise NanoBraggError("cannot read %s: %s" % (path, exc.strerror or exc)) from None
+    for raw in data.split(b"\n"):
+        if not raw.strip():
+            continue
+        try:
+            rec = json.loads(raw)
+            entries[int(rec["index"])] = rec
+        except (ValueError, KeyError, TypeError):
+            bad += 1
+    return entries, bad
+
+
+def is_done(entry: Optional[dict], job: Job, out_dir: str) -> bool:
+    """Whether a manifest entry finishes ``job``: same key, every file present with its recorded size."""
+    if not entry or entry.get("key") != job.key:
+        return False
+    files, sizes = entry.get("files") or {}, entry.get("bytes") or {}
+    if not files:
+        return False
+    for kind, name in files.items():
+        try:
+            if os.path.getsize(os.path.join(out_dir, name)) != sizes.get(kind):
+                return False
+        except OSError:
+            return False
+    return True
+
+
+class Manifest:
+    """Appends one JSON line per finished image, flushed and fsynced before returning."""
+
+    def __init__(self, path: str):
+        self.path = path
+        try:
+            self.fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
+        except OSError as exc:
+            raise NanoBraggError("cannot write %s: %s" % (path, exc.strerror or exc)) from None
+        size = os.fstat(self.fd).st_size
+        if size:
+            with open(path, "rb") as fh:
+                fh.seek(size - 1)
+                if fh.read(1) != b"\n":      # a line cut short by a crash: start a fresh line
+                    self._write(b"\n")
+
+    def _write(self, data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            n = os.write(self.fd, view)
+            view = view[n:]
+        os.fsync(self.fd)
+
+    def append(self, record: dict) -> None:
+        """Write ``record`` as one line (one write call) and fsync the file.
+
+        Raises
+        ------
+        NanoBraggError
+            If the line cannot be written (disk full...): the batch stops.
+        """
+        try:
+            self._write((json.dumps(record, separators=(",", ":")) + "\n").encode())
+        except OSError as exc:
+            raise NanoBraggError("cannot append to %s: %s" % (self.path, exc.strerror or exc)) from None
+
+    def close(self) -> None:
+        """Close the file."""
+        os.close(self.fd)
+
+
+def lock_folder(out_dir: str):
+    """Hold an exclusive lock on the output folder for this process (one batch per folder)."""
+    import fcntl
+    path = os.path.join(out_dir, LOCK)
+    fh = open(path, "a")
+    try:
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        fh.close()
+        raise NanoBraggError("another batch is writing to %s (one batch per output folder at a time)"
+                             % out_dir) from None
+    return fh
+
+
+def remove_stale_temporaries(out_dir: str, names: Iterable[str]) -> int:
+    """Remove the hidden temporaries a killed run left for our output files (``.NAME.*.tmp``)."""
+    wanted = set(names)
+    removed = 0
+    for entry in os.listdir(out_dir):
+        if entry.startswith(".") and entry.endswith(".tmp"):
+            target = entry[1:].rsplit(".", 2)[0]
+            if target in wanted:
+                try:
+                    os.unlink(os.path.join(out_dir, entry))
+                    removed += 1
+                except OSError:
+                    pass
+    return removed
+
+
+# ---------------------------------------------------------------- rendering (runs on the workers)
+
+_SIMULATORS: Dict[tuple, Any] = {}
+_SIMULATORS_MAX = 4
+
+
+def get_simulator(cfg: Config, device: str):
+    """The process's Simulator for this base Config (built once per process and Config)."""
+    from .api import Simulator
+    key = (repr(cfg), device)
+    sim = _SIMULATORS.get(key)
+    if sim is None:
+        while len(_SIMULATORS) >= _SIMULATORS_MAX:
+            _SIMULATORS.pop(next(iter(_SIMULATORS)))
+        sim = _SIMULATORS[key] = Simulator(cfg, device=device)
+    return sim
+
+
+def _fsync_file(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def render_job(ctx: dict, job: dict) -> dict:
+    """Render one job and write its files; returns its manifest record (or an error record).
+
+    Parameters
+    ----------
+    ctx : dict
+        The batch: ``config`` (base Config), ``device``, ``out`` (absolute
+        folder), ``format``, ``noise``, ``flags`` (the base words, recorded).
+    job : dict
+        ``index``, ``name``, ``id``, ``line``, ``key``, ``overrides``,
+        ``noise_seed``, ``source``, ``extra`` (see :class:`Job`).
+
+    Returns
+    -------
+    dict
+        The manifest record (``ok`` true), or ``ok`` false with ``error``.
+    """
+    from . import api
+    t0 = time.perf_counter()
+    rec = {"index": job["index"], "id": job["id"], "name": job["name"]}
+    if job.get("line") is not None:
+        rec["line"] = job["line"]
+    try:
+        sim = get_simulator(ctx["config"], ctx["device"])
+        res = sim.render(**job["overrides"])
+        t1 = time.perf_counter()
+        files = output_names(job["name"], ctx["format"], ctx["noise"])
+        paths = {k: os.path.join(ctx["out"], v) for k, v in files.items()}
+        fmt = ctx["format"]
+        stats = res.stats
+        if fmt == "tiff":
+            api.write_tiff(paths["image"], res)
+        elif fmt == "float":
+            api.write_float(paths["image"], res)
+        else:
+            api.write_smv(paths["image"], res, data=res.int_image(res.prep.cfg.intfile_scale))
+        if ctx["noise"]:
+            api.write_smv(paths["noise"], res, data=res.noise_image(job["noise_seed"]), noise=True)
+        for p in paths.values():
+            _fsync_file(p)
+        t2 = time.perf_counter()
+    except NanoBraggError as exc:
+        rec.update(ok=False, error=str(exc))
+        return rec
+    except MemoryError:
+        rec.update(ok=False, error="out of memory")
+        return rec
+    except Exception as exc:  # one broken image must not stop the batch
+        rec.update(ok=False, error="%s: %s" % (type(exc).__name__, exc))
+        return rec
+    rec.update(
+        ok=True, key=job["key"], flags=list(ctx["flags"]), overrides=_jsonable(job["overrides"]),
+        job=job["source"], files=files, bytes={k: os.path.getsize(p) for k, p in paths.items()},
+        format=fmt, max_I=stats.max_I, mean=stats.mean,
+        seconds=round(t2 - t0, 6), render_s=round(t1 - t0, 6), kernel_s=round(res.image.kernel_seconds, 6),
+        write_s=round(t2 - t1, 6), backend=res.image.backend, worker="%s:%d" % (socket.gethostname(), os.getpid()),
+        finished=round(time.time(), 3))
+    if ctx["noise"]:
+        rec["noise_seed"] = job["noise_seed"]
+    if job.get("extra"):
+        rec.update(job["extra"])
+    gpu = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if gpu is not None:
+        rec["cuda_visible_devices"] = gpu
+    return rec
+
+
+def render_chunk(ctx: dict, jobs: List[dict]) -> List[dict]:
+    """Render a list of jobs in this process (the Dask task); one record per job."""
+    threads = ctx.get("numba_threads")
+    if threads:
+        import numba
+        numba.set_num_threads(min(int(threads), numba.config.NUMBA_NUM_THREADS))
+    return [render_job(ctx, job) for job in jobs]
+
+
+def job_payload(job: Job) -> dict:
+    """What a worker needs of a job (plain data)."""
+    return {"index": job.index, "name": job.name, "id": job.id, "line": job.line, "key": job.key,
+            "overrides": job.overrides, "noise_seed": job.noise_seed, "source": job.source, "extra": job.extra}
+
+
+# ---------------------------------------------------------------- progress
+
+class Progress:
+    """One progress line on stderr: rewritten in place on a terminal, else printed every ``every`` s."""
+
+    def __init__(self, total: int, skipped: int, stream=None, quiet: bool = False, every: float = 10.0):
+        self.total, self.skipped = total, skipped
+        self.stream = stream or sys.stderr
+        self.quiet = quiet
+        self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
+        self.every = every
+        self.done = self.failed = 0
+        self.t0 = time.perf_counter()
+        self.last = self.t0
+        self.shown = False
+
+    def line(self) -> str:
+        """The current progress text."""
+        dt = time.perf_counter() - self.t0
+        rate = self.done / dt if dt > 0 else 0.0
+        left = self.total - self.done - self.failed
+        eta = " ETA %s" % _duration(left / rate) if rate > 0 and left else ""
+        return ("batch: %d/%d images, %.2f images/s%s%s%s"
+                % (self.done + self.failed, self.total, rate,
+                   ", %d failed" % self.failed if self.failed else "",
+                   " (%d already done)" % self.skipped if self.skipped else "", eta))
+
+    def update(self, ok: bool) -> None:
+        """Count one finished job and refresh the line when due."""
+        if ok:
+            self.done += 1
+        else:
+            self.failed += 1
+        now = time.perf_counter()
+        if self.quiet:
+            return
+        if self.tty:
+            if now - self.last >= 0.2 or self.done + self.failed == self.total:
+                self.stream.write("\r\033[K" + self.line())
+                self.stream.flush()
+                self.shown, self.last = True, now
+        elif now - self.last >= self.every:
+            print(self.line(), file=self.stream, flush=True)
+            self.last = now
+
+    def message(self, text: str) -> None:
+        """Print a line (an error) without breaking the progress line."""
+        if self.tty and self.shown:
+            self.stream.write("\r\033[K")
+            self.shown = False
+        print(text, file=self.stream, flush=True)
+
+    def close(self) -> None:
+        """Finish the progress line."""
+        if self.tty and self.shown:
+            self.stream.write("\n")
+            self.stream.flush()
+
+
+def _duration(s: float) -> str:
+    s = int(round(s))
+    return "%dh%02dm" % (s // 3600, s % 3600 // 60) if s >= 3600 else (
+        "%dm%02ds" % (s // 60, s % 60) if s >= 60 else "%ds" % s)
+
+
+# ---------------------------------------------------------------- engines
+
+def run_in_process(ctx: dict, todo: List[Job], sink: Callable[[dict], None]) -> None:
+    """Render every job here, one after the other."""
+    threads = ctx.get("numba_threads")
+    if threads:
+        import numba
+        numba.set_num_threads(threads)
+    for job in todo:
+        sink(render_job(ctx, job_payload(job)))
+
+
+def _distributed():
+    try:
+        import distributed
+    except ImportError:
+        raise NanoBraggError("--scheduler and --workers need Dask: pip install 'nanobrag-numba[cluster]' "
+                             "(dask[distributed])") from None
+    return distributed
+
+
+def start_local_cluster(workers: int, gpus: Optional[List[str]], numba_threads: Optional[int]):
+    """A local Dask cluster: ``workers`` single-threaded worker processes.
+
+    Each worker gets ``NUMBA_NUM_THREADS`` = ``numba_threads`` (default:
+    cores / workers), and with ``gpus`` the worker for GPU g gets
+    ``CUDA_VISIBLE_DEVICES=g`` (so every worker renders on its own GPU).
+    """
+    import logging
+    distributed = _distributed()
+    threads = numba_threads or max(1, (os.cpu_count() or 1) // workers)
+    env = {"NUMBA_NUM_THREADS": str(threads), "OMP_NUM_THREADS": "1"}
+    if not gpus:
+        return distributed.LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
+                                        dashboard_address=None, silence_logs=logging.ERROR, env=env)
+    from distributed import Nanny, Scheduler, SpecCluster
+    spec = {"gpu%s" % g: {"cls": Nanny,
+                          "options": {"nthreads": 1, "env": dict(env, CUDA_VISIBLE_DEVICES=g),
+                                      "silence_logs": logging.ERROR}}
+            for g in gpus}
+    return SpecCluster(workers=spec, scheduler={"cls": Scheduler,
+                                                "options": {"host": "127.0.0.1", "dashboard_address": None}},
+                       silence_logs=logging.ERROR, name="nanobrag-batch")
+
+
+def run_dask(ctx: dict, todo: List[Job], sink: Callable[[dict], None], opts) -> None:
+    """Render the jobs on a Dask cluster, ``opts.chunk`` jobs per task.
+
+    Tasks are submitted in a window (4 per worker, at least 16) so that a
+    long batch does not hold every future at once.  A chunk whose task fails
+    as a whole (e.g. its workers kept dying) gives one error record per job.
+    """
+    distributed = _distributed()
+    cluster = None
+    try:
+        if opts.workers:
+            cluster = start_local_cluster(opts.workers, opts.gpus, opts.numba_threads)
+            client = distributed.Client(cluster)
+        else:
+            try:
+                client = distributed.Client(opts.scheduler, timeout="20s")
+            except (OSError, TimeoutError) as exc:
+                raise NanoBraggError("cannot connect to the Dask scheduler %s: %s" % (opts.scheduler, exc)) from None
+        try:
+            nworkers = max(1, len(client.scheduler_info().get("workers", {})))
+            window = max(16, 4 * nworkers)
+            chunks = iter([todo[i:i + opts.chunk] for i in range(0, len(todo), opts.chunk)])
+            token = "%d-%d" % (os.getpid(), int(time.time() * 1000))
+            pending = {}
+            done = distributed.as_completed()
+
+            def submit():
+                chunk = next(chunks, None)
+                if chunk is None:
+                    return
+                fut = client.submit(render_chunk, ctx, [job_payload(j) for j in chunk], pure=False,
+                                    key="nanobrag-batch-%s-%d" % (token, chunk[0].index))
+                pending[fut.key] = chunk
+                done.add(fut)
+
+            for _ in range(window):
+                submit()
+            for fut in done:
+                chunk = pending.pop(fut.key)
+                try:
+                    records = fut.result()
+                except Exception as exc:   # KilledWorker, lost connection, ...
+                    records = [{"index": j.index, "id": j.id, "name": j.name, "line": j.line, "ok": False,
+                                "error": "the cluster lost this task (%s: %s); rerun to retry"
+                                         % (type(exc).__name__, exc)} for j in chunk]
+                fut.release()
+                for rec in records:
+                    sink(rec)
+                submit()
+        finally:
+            client.close()
+    finally:
+        if cluster is not None:
+            cluster.close()
+
+
+# ---------------------------------------------------------------- main
+
+def run(argv: List[str], stderr=None) -> int:
+    """The whole ``batch`` subcommand; returns the exit status (usage errors raise NanoBraggError)."""
+    stderr = stderr or sys.stderr
+    opts = parse_options(argv)
+    base = base_config(opts.base)
+    jobs, label = build_jobs(opts, base)
+    ctx = {"config": base, "device": base.device, "out": os.path.abspath(opts.out), "format": opts.format,
+           "noise": bool(opts.noise), "flags": list(opts.base), "numba_threads": opts.numba_threads}
+    if opts.numba_threads and not (opts.workers or opts.scheduler):
+        import numba
+        if opts.numba_threads > numba.config.NUMBA_NUM_THREADS:
+            raise NanoBraggError("--numba-threads %d is more than this process's %d (NUMBA_NUM_THREADS)"
+                                 % (opts.numba_threads, numba.config.NUMBA_NUM_THREADS))
+    good = [j for j in jobs if j.error is None]
+    if good:
+        _preflight(ctx, good[0])
+    out_dir = ctx["out"]
+    try:
+        os.makedirs(out_dir, exist_ok=True)
+    except OSError as exc:
+        raise NanoBraggError("cannot create %s: %s" % (opts.out, exc.strerror or exc)) from None
+    lock = lock_folder(out_dir)
+    try:
+        return _run_locked(opts, ctx, jobs, label, stderr)
+    finally:
+        lock.close()
+
+
+def _run_locked(opts, ctx: dict, jobs: List[Job], label, stderr) -> int:
+    from .io.atomic import atomic_write_bytes
+    base, out_dir = ctx["config"], ctx["out"]
+    manifest_path = os.path.join(out_dir, MANIFEST)
+    entries, bad_lines = read_manifest(manifest_path)
+    good = [j for j in jobs if j.error is None]
+    done = [j for j in good if is_done(entries.get(j.index), j, out_dir)]
+    done_ids = {j.index for j in done}
+    todo = [j for j in good if j.index not in done_ids]
+    our_files = [n for j in good for n in output_names(j.name, opts.format, opts.noise).values()]
+    remove_stale_temporaries(out_dir, our_files)
+    mode = ("scheduler %s" % opts.scheduler if opts.scheduler else
+            "local Dask cluster, %d workers%s" % (opts.workers, " on GPUs " + ",".join(opts.gpus) if opts.gpus else "")
+            if opts.workers else "in-process")
+    settings = {"flags": list(opts.base), "cwd": os.getcwd(), "device": base.device,
+                "jobs": (opts.jobs if opts.jobs is not None else
+                         {"random_orientations": opts.random_orientations, "seed": opts.seed,
+                          "method": opts.orientations} if opts.random_orientations is not None else
+                         {"phi_series_deg": list(opts.phi_series)}),
+                "count": len(jobs), "format": opts.format, "noise": bool(opts.noise), "mode": mode,
+                "chunk": opts.chunk, "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                "version": _version()}
+    atomic_write_bytes(os.path.join(out_dir, SETTINGS), [(json.dumps(settings, indent=1) + "\n").encode()])
+
+    progress = Progress(len(todo), len(done), stderr, quiet=opts.quiet)
+    if not opts.quiet:
+        progress.message("batch: %d jobs, %d already done, %d to render (%s), output %s"
+                         % (len(jobs), len(done), len(todo), mode, out_dir))
+    if bad_lines:
+        progress.message("%s: note: %d unreadable line(s) in %s were ignored (cut short by a crash?)"
+                         % (PROG, bad_lines, manifest_path))
+    failed = []
+    for job in jobs:
+        if job.error is not None:
+            failed.append(job.index)
+            progress.message("%s: %s: %s" % (PROG, job.where(label), job.error))
+    if not todo:
+        return 1 if failed else 0
+
+    by_index = {j.index: j for j in todo}
+    manifest = Manifest(manifest_path)
+
+    def sink(rec: dict) -> None:
+        if rec.pop("ok"):
+            manifest.append(rec)
+            progress.update(True)
+        else:
+            failed.append(rec["index"])
+            job = by_index.get(rec["index"])
+            where = job.where(label) if job else "job %d" % rec["index"]
+            progress.message("%s: %s: %s" % (PROG, where, rec["error"]))
+            progress.update(False)
+
+    t0 = time.perf_counter()
+    try:
+        if opts.workers or opts.scheduler:
+            run_dask(ctx, todo, sink, opts)
+        else:
+            run_in_process(ctx, todo, sink)
+    finally:
+        manifest.close()
+        progress.close()
+        remove_stale_temporaries(out_dir, our_files)    # left by workers that died mid-write
+    dt = time.perf_counter() - t0
+    rendered = progress.done
+    if not opts.quiet:
+        print("batch: %d images in %.1f s (%.2f images/s)%s%s; manifest %s"
+              % (rendered, dt, rendered / dt if dt > 0 else 0.0,
+                 ", %d already done" % len(done) if done else "",
+                 ", %d FAILED" % len(failed) if failed else "", manifest_path), file=stderr, flush=True)
+    return 1 if failed else 0
+
+
+def _preflight(ctx: dict, job: Job) -> None:
+    """Stop with a usage error when the base flags cannot make an image at all.
+
+    The first job is prepared here (no kernel; in-process this also reads
+    the HKL table the rendering then reuses).  If that fails and the base
+    configuration alone fails with the same message, the base flags are at
+    fault (exit status 2) and nothing is rendered.  Otherwise the job's own
+    failure is reported when it runs.
+    """
+    sim = get_simulator(ctx["config"], ctx["device"])
+    try:
+        sim.prepare(**job.overrides)
+    except NanoBraggError as exc:
+        try:
+            sim.prepare(seed=1)
+        except NanoBraggError as exc2:
+            if str(exc2) == str(exc):
+                raise NanoBraggError("the base flags cannot make an image: %s" % exc) from None
+
+
+def _version() -> str:
+    from . import __version__
+    return __version__
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    """Entry point of ``nanobrag-numba batch``; returns the exit status.
+
+    0: every job's image is done (now or by an earlier run); 1: some job
+    failed (each reported on one line of stderr); 2: usage error (one line,
+    ``nanobrag-numba batch: error: ...``); 130: interrupted.
+    """
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        return run(argv)
+    except NanoBraggError as exc:
+        sys.stdout.flush()
+        print("%s: error: %s" % (PROG, exc), file=sys.stderr)
+        return 2
+    except SystemExit as exc:           # --help
+        return exc.code if isinstance(exc.code, int) else 0
+    except KeyboardInterrupt:
+        print("%s: interrupted (rerun the same command to finish the batch)" % PROG, file=sys.stderr)
+        return 130
