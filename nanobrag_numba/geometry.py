@@ -170,23 +170,18 @@ def setup_detector(cfg: Config, log: Callable[[str], None], notes: list,
         Fbeam = Ybeam + half * ps
         Sbeam = Xbeam + half * ps
         pivot = "BEAM"
-    elif conv in ("XDS", "DIALS"):
+    else:  # XDS, DIALS and CUSTOM: the beam centre defaults to the near point
         if math.isnan(Xbeam):
             Xbeam = Xclose
         if math.isnan(Ybeam):
             Ybeam = Yclose
         Fbeam = Xbeam
         Sbeam = Ybeam
-        pivot = "SAMPLE"
-    else:  # CUSTOM
-        if math.isnan(Xbeam):
-            Xbeam = Xclose
-        if math.isnan(Ybeam):
-            Ybeam = Yclose
-        Fbeam = Xbeam
-        Sbeam = Ybeam
-        Fclose = Xbeam
-        Sclose = Ybeam
+        if conv == "CUSTOM":
+            Fclose = Xbeam
+            Sclose = Ybeam
+        else:
+            pivot = "SAMPLE"
 
     beam, _ = V.unitize(beam)
     fdet, _ = V.unitize(fdet)
