@@ -388,6 +388,20 @@ def mosaic_rotation_umat(mosaicity, umat, idum, tab):
 
 
 @njit(cache=True)
+def _unit_cross(ax, ay, az, bx, by, bz):
+    """``a x b`` divided by its length when that is positive (C's steps in umat2misset)."""
+    x = ay * bz - az * by
+    y = az * bx - ax * bz
+    z = ax * by - ay * bx
+    m = math.sqrt(x * x + y * y + z * z)
+    if m > 0:
+        x /= m
+        y /= m
+        z /= m
+    return x, y, z
+
+
+@njit(cache=True)
 def umat2misset(umat, missets):
     """Convert a rotation matrix to missetting angles (C ``umat2misset``).
 
@@ -450,32 +464,9 @@ def umat2misset(umat, missets):
 
     # two rounds of: cross products, substitute empty rows
     for _round in range(2):
-        xcy_x = uxy * uyz - uxz * uyy
-        xcy_y = uxz * uyx - uxx * uyz
-        xcy_z = uxx * uyy - uxy * uyx
-        m = math.sqrt(xcy_x * xcy_x + xcy_y * xcy_y + xcy_z * xcy_z)
-        if m > 0:
-            xcy_x /= m
-            xcy_y /= m
-            xcy_z /= m
-
-        ycz_x = uyy * uzz - uyz * uzy
-        ycz_y = uyz * uzx - uyx * uzz
-        ycz_z = uyx * uzy - uyy * uzx
-        m = math.sqrt(ycz_x * ycz_x + ycz_y * ycz_y + ycz_z * ycz_z)
-        if m > 0:
-            ycz_x /= m
-            ycz_y /= m
-            ycz_z /= m
-
-        zcx_x = uzy * uxz - uzz * uxy
-        zcx_y = uzz * uxx - uzx * uxz
-        zcx_z = uzx * uxy - uzy * uxx
-        m = math.sqrt(zcx_x * zcx_x + zcx_y * zcx_y + zcx_z * zcx_z)
-        if m > 0:
-            zcx_x /= m
-            zcx_y /= m
-            zcx_z /= m
+        xcy_x, xcy_y, xcy_z = _unit_cross(uxx, uxy, uxz, uyx, uyy, uyz)
+        ycz_x, ycz_y, ycz_z = _unit_cross(uyx, uyy, uyz, uzx, uzy, uzz)
+        zcx_x, zcx_y, zcx_z = _unit_cross(uzx, uzy, uzz, uxx, uxy, uxz)
 
         if mx <= 0:
             uxx = ycz_x

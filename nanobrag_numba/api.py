@@ -20,7 +20,6 @@ from typing import Optional, Sequence, Union
 import numpy as np
 
 from .config import Config
-from .errors import NanoBraggError
 
 Flags = Union[str, Sequence[str]]
 

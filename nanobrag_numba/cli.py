@@ -26,7 +26,7 @@ import math
 import re
 import sys
 
-from .config import RTD, Config, NAN
+from .config import RTD, Config
 from .errors import NanoBraggError
 
 PROG = "nanobrag-numba"

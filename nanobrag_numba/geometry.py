@@ -97,10 +97,6 @@ def detector_size(cfg: Config):
     return fpixels, spixels, detsize_f, detsize_s
 
 
-class _Setup:
-    """Mutable working state of the detector set-up (mirrors C's variables)."""
-
-
 def setup_detector(cfg: Config, log: Callable[[str], None], notes: list,
                    between: Optional[Callable[[], None]] = None) -> Detector:
     """Build the detector exactly as nanoBragg.c does, printing C's lines.

@@ -1,5 +1,4 @@
 """The command line: errors are one clear line, no traceback, no files left behind."""
-import os
 import subprocess
 import sys
 
