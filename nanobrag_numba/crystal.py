@@ -94,6 +94,31 @@ def _oddball(log, title, names, values):
             log("%s = %.25g" % (name, v))
 
 
+NAMES_REAL = ("sin_alpha", "cos_alpha", "sin_beta ", "cos_beta ", "sin_gamma", "cos_gamma")
+NAMES_RECIPROCAL = ("sin(alpha_star)", "cos(alpha_star)", "sin(beta_star) ", "cos(beta_star) ",
+                    "sin(gamma_star)", "cos(gamma_star)")
+
+
+def _cell_angles(log, title, names, vecs, lengths, dual_lengths, volume):
+    """alpha, beta, gamma of one cell (radians), as C derives them from it and its dual.
+
+    ``sin(alpha) = |a_dual| V / |b| / |c|`` and ``cos(alpha) = b.c / |b| / |c|``, and so on;
+    C warns about values outside [-1, 1] and clamps them.
+    """
+    a, b, c = vecs
+    la, lb, lc = lengths
+    lad, lbd, lcd = dual_lengths
+    sin_a = lad * volume / lb / lc
+    sin_b = lbd * volume / la / lc
+    sin_g = lcd * volume / la / lb
+    cos_a = V.dot(b, c) / lb / lc
+    cos_b = V.dot(a, c) / la / lc
+    cos_g = V.dot(a, b) / la / lb
+    _oddball(log, title, names, (sin_a, cos_a, sin_b, cos_b, sin_g, cos_g))
+    (sin_a, sin_b, sin_g), (cos_a, cos_b, cos_g) = _clamp_angles(sin_a, sin_b, sin_g, cos_a, cos_b, cos_g)
+    return math.atan2(sin_a, cos_a), math.atan2(sin_b, cos_b), math.atan2(sin_g, cos_g)
+
+
 def build_crystal(cfg: Config, crand, lambda0: float, distance: float, pixel_size: float,
                   log: Callable[[str], None]):
     """Cell vectors, orientation and size, printing C's lines.
@@ -194,30 +219,10 @@ def build_crystal(cfg: Config, crand, lambda0: float, distance: float, pixel_siz
     la, lb, lc = V.magnitude(a), V.magnitude(b), V.magnitude(c)
     las, lbs, lcs = V.magnitude(a_star), V.magnitude(b_star), V.magnitude(c_star)
 
-    sin_a = las * V_cell / lb / lc
-    sin_b = lbs * V_cell / la / lc
-    sin_g = lcs * V_cell / la / lb
-    cos_a = V.dot(b, c) / lb / lc
-    cos_b = V.dot(a, c) / la / lc
-    cos_g = V.dot(a, b) / la / lb
-    _oddball(log, "cell angles", ("sin_alpha", "cos_alpha", "sin_beta ", "cos_beta ", "sin_gamma", "cos_gamma"),
-             (sin_a, cos_a, sin_b, cos_b, sin_g, cos_g))
-    (sin_a, sin_b, sin_g), (cos_a, cos_b, cos_g) = _clamp_angles(sin_a, sin_b, sin_g, cos_a, cos_b, cos_g)
-    alpha, beta, gamma = math.atan2(sin_a, cos_a), math.atan2(sin_b, cos_b), math.atan2(sin_g, cos_g)
-
-    sin_as = la * V_star / lbs / lcs
-    sin_bs = lb * V_star / las / lcs
-    sin_gs = lc * V_star / las / lbs
-    cos_as = V.dot(b_star, c_star) / lbs / lcs
-    cos_bs = V.dot(a_star, c_star) / las / lcs
-    cos_gs = V.dot(a_star, b_star) / las / lbs
-    _oddball(log, "reciprocal cell angles",
-             ("sin(alpha_star)", "cos(alpha_star)", "sin(beta_star) ", "cos(beta_star) ",
-              "sin(gamma_star)", "cos(gamma_star)"),
-             (sin_as, cos_as, sin_bs, cos_bs, sin_gs, cos_gs))
-    (sin_as, sin_bs, sin_gs), (cos_as, cos_bs, cos_gs) = _clamp_angles(
-        sin_as, sin_bs, sin_gs, cos_as, cos_bs, cos_gs)
-    alpha_s, beta_s, gamma_s = math.atan2(sin_as, cos_as), math.atan2(sin_bs, cos_bs), math.atan2(sin_gs, cos_gs)
+    alpha, beta, gamma = _cell_angles(log, "cell angles", NAMES_REAL, (a, b, c), (la, lb, lc),
+                                      (las, lbs, lcs), V_cell)
+    alpha_s, beta_s, gamma_s = _cell_angles(log, "reciprocal cell angles", NAMES_RECIPROCAL,
+                                            (a_star, b_star, c_star), (las, lbs, lcs), (la, lb, lc), V_star)
 
     log("Unit Cell: %g %g %g %g %g %g" % (la, lb, lc, alpha * RTD, beta * RTD, gamma * RTD))
     log("Recp Cell: %g %g %g %g %g %g" % (las, lbs, lcs, alpha_s * RTD, beta_s * RTD, gamma_s * RTD))
