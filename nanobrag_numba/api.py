@@ -10,18 +10,227 @@ The kernels compile once per process (and are cached on disk); the HKL table
 is read once per file.  ``Result`` gives the C outputs on demand
 (``int_image``, ``noise_image``, ``pgm_image``) and ``write`` writes C's
 files.
+
+Bad input (an unknown setting, a value of the wrong type, settings that
+make no image, a path that cannot be written) raises
+:class:`~nanobrag_numba.errors.NanoBraggError` with a one-line message, the
+message the command line prints after ``nanobrag-numba: error:``.  The
+settings given to ``render``, ``prepare`` and ``config_from_flags`` are
+checked against the annotations of :class:`~nanobrag_numba.config.Config`
+in one place, :func:`check_settings`.
 """
 from __future__ import annotations
 
+import dataclasses
+import math
+import numbers
 import os
+import typing
 from dataclasses import dataclass, field
-from typing import Optional, Sequence, Union
+from typing import Any, Callable, Dict, Optional, Sequence, Union
 
 import numpy as np
 
 from .config import Config
+from .errors import NanoBraggError
 
 Flags = Union[str, Sequence[str]]
+
+#: Config field names and their annotations (the one source of the settings' types)
+FIELDS = tuple(f.name for f in dataclasses.fields(Config))
+FIELD_TYPES = typing.get_type_hints(Config)
+DEVICES = ("cpu", "cuda", "auto")
+INT64_MAX = 2 ** 63 - 1
+UNEXPECTED_PREFIX = "these settings cannot make an image: "
+OUT_OF_MEMORY = "out of memory (make the detector, -oversample or the HKL table smaller)"
+
+
+# ---------------------------------------------------------------- checking settings
+
+def _type_name(tp) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _is_whole(value) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_))
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_))
+
+
+def coerce_field(name: str, value: Any, tp=None, show: Callable[[Any], str] = repr, finite: bool = True) -> Any:
+    """Check ``value`` against the annotation of Config field ``name``; return it as a Config holds it.
+
+    Parameters
+    ----------
+    name : str
+        The field (for the message and to look up the annotation).
+    value : object
+        What the caller gave: Python or numpy numbers, strings, ``os.PathLike``
+        for strings, booleans, lists/tuples/1-D arrays for vectors, None for
+        the optional fields.
+    tp : type, optional
+        The annotation to check against (default: the field's own).
+    show : callable
+        How the message shows a bad value (``repr``; the batch uses ``json.dumps``).
+    finite : bool
+        Refuse NaN and infinities for number fields.
+
+    Returns
+    -------
+    object
+        Lists and arrays become tuples, numpy scalars become Python numbers,
+        integral floats become ints for integer fields, paths become strings;
+        Python ints and floats are returned as given.
+
+    Raises
+    ------
+    NanoBraggError
+        One line naming the field, what it takes and what was given.
+    """
+    tp = FIELD_TYPES[name] if tp is None else tp
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin is typing.Union:
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return coerce_field(name, value, inner[0], show, finite)
+
+    def bad(what):
+        try:
+            shown = show(value)
+        except (TypeError, ValueError):
+            shown = repr(value)
+        return NanoBraggError("%s must be %s, got %s" % (name, what, shown))
+
+    if tp is bool:
+        if isinstance(value, (bool, np.bool_)):
+            return bool(value)
+        raise bad("true or false")
+    if tp is int:
+        if _is_whole(value):
+            v = int(value)
+        elif _is_number(value) and math.isfinite(value) and float(value).is_integer():
+            v = int(value)
+        else:
+            raise bad("a whole number")
+        if abs(v) > INT64_MAX:
+            raise bad("a whole number between -(2^63-1) and 2^63-1")
+        return v
+    if tp is float:
+        if not _is_number(value):
+            raise bad("a number")
+        if finite and not math.isfinite(value):
+            raise bad("a finite number")
+        return value if type(value) in (int, float) else float(value)
+    if tp is str:
+        if isinstance(value, os.PathLike):
+            value = os.fspath(value)
+        if isinstance(value, str):
+            return value
+        raise bad("a string")
+    if origin is tuple:
+        many = len(args) == 2 and args[1] is Ellipsis
+        kinds = {args[0]} if many else set(args)
+        noun = "whole numbers" if kinds == {int} else ("strings" if kinds == {str} else "numbers")
+        if isinstance(value, np.ndarray) and value.ndim == 1:
+            value = value.tolist()
+        if not isinstance(value, (list, tuple)):
+            raise bad("a list of %s" % noun if many else "a list of %d %s" % (len(args), noun))
+        if many:
+            return tuple(coerce_field(name, v, args[0], show, finite) for v in value)
+        if len(value) != len(args):
+            raise NanoBraggError("%s must be a list of %d %s, got %d" % (name, len(args), noun, len(value)))
+        return tuple(coerce_field(name, v, a, show, finite) for v, a in zip(value, args))
+    raise NanoBraggError("%s cannot be set (type %s)" % (name, _type_name(tp)))  # pragma: no cover
+
+
+def unknown_settings_message(unknown, extra=()) -> str:
+    """``unknown setting 'x' (did you mean 'y'?)``, for one or more names."""
+    import difflib
+    hints = []
+    for k in unknown:
+        close = difflib.get_close_matches(str(k), list(FIELDS) + list(extra), n=1)
+        hints.append("%r%s" % (k, " (did you mean %r?)" % close[0] if close else ""))
+    return "unknown setting%s %s" % ("s" if len(hints) > 1 else "", ", ".join(hints))
+
+
+def check_settings(changes: Dict[str, Any], show: Callable[[Any], str] = repr) -> Dict[str, Any]:
+    """Config changes checked against the field annotations (see :func:`coerce_field`).
+
+    Raises
+    ------
+    NanoBraggError
+        For an unknown field name (with the closest known one) or a value of
+        the wrong type.
+    """
+    unknown = [k for k in changes if k not in FIELD_TYPES]
+    if unknown:
+        raise NanoBraggError(unknown_settings_message(unknown)
+                             + ": settings are the fields of nanobrag_numba.Config (SI units)")
+    return {k: coerce_field(k, v, show=show) for k, v in changes.items()}
+
+
+def _check_device(device) -> str:
+    if device not in DEVICES:
+        raise NanoBraggError("unknown device %r (use cpu, cuda or auto)" % (device,))
+    return device
+
+
+def _check_config(cfg: Config) -> Config:
+    """A Config built by the caller, every field type-checked (non-finite numbers allowed, as the parser)."""
+    changes = {}
+    for name in FIELDS:
+        value = getattr(cfg, name)
+        new = coerce_field(name, value, finite=False)
+        if new is not value:
+            changes[name] = new
+    return dataclasses.replace(cfg, **changes) if changes else cfg
+
+
+def _flag_words(flags) -> list:
+    if isinstance(flags, str):
+        import shlex
+        try:
+            return shlex.split(flags)
+        except ValueError as exc:
+            raise NanoBraggError("cannot split the flags into words: %s" % exc) from None
+    if isinstance(flags, (list, tuple)) and all(isinstance(w, str) for w in flags):
+        return list(flags)
+    if isinstance(flags, (list, tuple)):
+        bad = next(w for w in flags if not isinstance(w, str))
+        raise NanoBraggError("nanoBragg flags must be strings, got %r (%s) in the list" % (bad, type(bad).__name__))
+    raise NanoBraggError("expected a Config or nanoBragg flags (a string or a list of strings), got %s"
+                         % type(flags).__name__)
+
+
+def describe_unexpected(exc: BaseException) -> str:
+    """One line for an exception that no check anticipated (a defect of ours, or an input we miss).
+
+    Names the problem text and where it arose, never just the exception's class.
+    """
+    import traceback
+    where = ""
+    tb = traceback.extract_tb(exc.__traceback__)
+    if tb:
+        frame = tb[-1]
+        where = " in %s line %d" % (os.path.basename(frame.filename), frame.lineno)
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return ("%s%s (%s%s, an input our checks missed; please report it)"
+            % (UNEXPECTED_PREFIX, text, type(exc).__name__, where))
+
+
+def _guard(call, *args, **kwargs):
+    """Run a set-up or kernel call; anything but our own error becomes a one-line NanoBraggError."""
+    try:
+        return call(*args, **kwargs)
+    except NanoBraggError:
+        raise
+    except MemoryError:
+        raise NanoBraggError(OUT_OF_MEMORY) from None
+    except Exception as exc:
+        raise NanoBraggError(describe_unexpected(exc)) from exc
 
 
 def config_from_flags(flags: Flags, **changes) -> Config:
@@ -29,9 +238,26 @@ def config_from_flags(flags: Flags, **changes) -> Config:
 
     Keyword arguments then change Config fields (SI units), e.g.
     ``config_from_flags("-hkl P1.hkl -cell 40 42 45 90 90 90", device="cpu")``.
+    Unknown fields and values of the wrong type raise NanoBraggError.
     """
-    cfg = Config.from_args(flags)
-    return cfg.replace(**changes) if changes else cfg
+    cfg = Config.from_args(_flag_words(flags))
+    return cfg.replace(**check_settings(changes)) if changes else cfg
+
+
+# ---------------------------------------------------------------- results
+
+def _check_scale(scale, what):
+    if scale is None:
+        return None
+    if not _is_number(scale) or not math.isfinite(scale):
+        raise NanoBraggError("%s must be a finite number or None, got %r" % (what, scale))
+    return float(scale)
+
+
+def _check_seed(seed):
+    if seed is None:
+        return None
+    return coerce_field("seed", seed)
 
 
 @dataclass
@@ -51,6 +277,7 @@ class Result:
     def int_image(self, scale: Optional[float] = None) -> np.ndarray:
         """The SMV integer image (C's default scale 55000/max_I unless given)."""
         from .simulator import int_image
+        scale = _check_scale(scale, "scale")
         if scale is None or scale <= 0:
             m = self.stats.max_I
             scale = 55000.0 / m if m > 0 else 1.0
@@ -59,6 +286,7 @@ class Result:
     def noise_image(self, seed: Optional[int] = None) -> np.ndarray:
         """The Poisson-noise image with C's generator (same seed, same image as C)."""
         from .crand import CRandom
+        seed = _check_seed(seed)
         cfg = self.prep.cfg
         noise, _photons, _over = CRandom().noise(self.floatimage, self.prep.det.roi, cfg.adc_offset,
                                                  cfg.seed if seed is None else seed)
@@ -67,13 +295,16 @@ class Result:
     def write(self, directory: str = ".", log=None):
         """Write C's files (names from the Config) into ``directory``."""
         from .simulator import write_outputs
+        directory = _path(directory, "directory")
+        if not os.path.isdir(directory):
+            raise NanoBraggError("cannot write into %s: no such directory" % directory)
         cfg = self.prep.cfg
         names = {}
         for key in ("floatfile", "intfile", "pgmfile", "noisefile"):
             name = getattr(cfg, key)
             names[key] = os.path.join(directory, name) if name else None
         prep = _with_cfg(self.prep, cfg.replace(**names))
-        return write_outputs(prep, self.image, log or (lambda s: None))
+        return write_outputs(prep, self.image, _check_log(log) or (lambda s: None))
 
 
 def _with_cfg(prep, cfg):
@@ -83,6 +314,12 @@ def _with_cfg(prep, cfg):
     return new
 
 
+def _check_log(log):
+    if log is not None and not callable(log):
+        raise NanoBraggError("log must be a function taking one line of text, got %s" % type(log).__name__)
+    return log
+
+
 class Simulator:
     """Renders images from one base configuration, reusing compiled kernels and tables.
 
@@ -90,16 +327,17 @@ class Simulator:
     ----------
     base : Config or flags
         The configuration (or a nanoBragg command line) every image starts from.
-    device : str
-        ``cpu``, ``cuda`` or ``auto``.
+    device : str, optional
+        ``cpu``, ``cuda`` or ``auto``; default: the base's (``-device``, else ``auto``).
+        ``render(device=...)`` chooses per image.
     log : callable, optional
         Receives C's set-up lines (silent by default).
     """
 
-    def __init__(self, base: Union[Config, Flags], device: str = "auto", log=None):
-        self.base = base if isinstance(base, Config) else config_from_flags(base)
-        self.device = device
-        self.log = log or (lambda s: None)
+    def __init__(self, base: Union[Config, Flags], device: Optional[str] = None, log=None):
+        self.base = _check_config(base) if isinstance(base, Config) else config_from_flags(base)
+        self.device = self.base.device if device is None else _check_device(device)
+        self.log = _check_log(log) or (lambda s: None)
         self._hkl_cache = {}       # HKL tables read, by file
         self._hkl_device = {}      # and their copies on the GPU
 
@@ -108,39 +346,71 @@ class Simulator:
 
         The HKL table is read (and uploaded to the GPU) once per file and
         Simulator; compiled kernels are shared by the whole process.
+        ``device`` may be among the changes (default: the Simulator's).
         """
         from .simulator import prepare
-        cfg = self.base.replace(device=self.device, **changes)
-        return prepare(cfg, self.log, hkl_cache=self._hkl_cache, write_dump=False, hkl_device=self._hkl_device)
+        changes = check_settings(changes)
+        changes.setdefault("device", self.device)
+        cfg = self.base.replace(**changes)
+        return _guard(prepare, cfg, self.log, hkl_cache=self._hkl_cache, write_dump=False,
+                      hkl_device=self._hkl_device)
 
     def render(self, **changes) -> Result:
-        """Render one image; keyword arguments change Config fields (SI units)."""
+        """Render one image; keyword arguments change Config fields (SI units), ``device`` included."""
         from .simulator import render
         prep = self.prepare(**changes)
-        image = render(prep, prep.cfg.device)
+        image = _guard(render, prep, prep.cfg.device)
         return Result(floatimage=image.floatimage, prep=prep, image=image)
 
 
-def simulate(cfg: Union[Config, Flags], device: str = "auto", log=None) -> Result:
+def simulate(cfg: Union[Config, Flags], device: Optional[str] = None, log=None) -> Result:
     """Render one image from a Config or a nanoBragg command line."""
     return Simulator(cfg, device=device, log=log).render()
 
 
 # ---------------------------------------------------------------- writers
-def _image(result_or_array):
-    return result_or_array.floatimage if isinstance(result_or_array, Result) else np.asarray(result_or_array)
+
+def _path(path, what="path") -> str:
+    if isinstance(path, os.PathLike):
+        path = os.fspath(path)
+    if not isinstance(path, str) or not path:
+        raise NanoBraggError("the %s must be a non-empty string or os.PathLike, got %r" % (what, path))
+    return path
+
+
+def _image(result_or_array) -> np.ndarray:
+    if isinstance(result_or_array, Result):
+        return result_or_array.floatimage
+    arr = result_or_array
+    if isinstance(arr, (list, tuple)):
+        try:
+            arr = np.asarray(arr)
+        except (TypeError, ValueError):
+            pass
+    if not isinstance(arr, np.ndarray) or arr.dtype.kind not in "biuf" or arr.ndim != 2 or arr.size == 0:
+        shown = ("a %s array of shape %s" % (arr.dtype, arr.shape) if isinstance(arr, np.ndarray)
+                 else type(result_or_array).__name__)
+        raise NanoBraggError("the image must be a Result or a non-empty 2-D array of numbers, got %s" % shown)
+    return arr
+
+
+def _result(result, what) -> Result:
+    if not isinstance(result, Result):
+        raise NanoBraggError("%s needs a Result of Simulator.render (its geometry makes the file), got %s"
+                             % (what, type(result).__name__))
+    return result
 
 
 def write_float(path, image) -> None:
     """Write a float image (a Result or an array) as C's raw float32 ``floatimage.bin``."""
     from .io.images import write_float_image
-    write_float_image(path, _image(image))
+    write_float_image(_path(path), _image(image))
 
 
 def write_tiff(path, image) -> None:
     """Write a float image (a Result or an array) as a float32 TIFF (tifffile)."""
     from .io.images import write_tiff as _write_tiff
-    _write_tiff(path, _image(image))
+    _write_tiff(_path(path), _image(image))
 
 
 def write_smv(path, result: Result, data: Optional[np.ndarray] = None, noise: bool = False) -> None:
@@ -148,20 +418,35 @@ def write_smv(path, result: Result, data: Optional[np.ndarray] = None, noise: bo
 
     ``data`` defaults to ``result.int_image()``; pass ``result.noise_image()``
     (and ``noise=True``, which only changes C's DENZO header line) for the
-    noise image.
+    noise image.  ``data`` must be whole numbers 0..65535 of the image's shape.
     """
     from .geometry import smv_header_values
     from .io.smv import format_smv_header, write_smv as _write_smv
-    prep = result.prep
+    path = _path(path)
+    prep = _result(result, "write_smv").prep
+    if data is None:
+        data = result.int_image()
+    else:
+        arr = np.asarray(data) if not isinstance(data, np.ndarray) else data
+        shape = result.floatimage.shape
+        if arr.shape != shape or arr.dtype.kind not in "iu" or (arr.size and (arr.min() < 0 or arr.max() > 65535)):
+            raise NanoBraggError("SMV data must be whole numbers 0..65535 of shape %s (as int_image() or "
+                                 "noise_image() give), got %s %s" % (shape, arr.dtype, arr.shape))
+        data = arr.astype(np.uint16, copy=False)
+    if not isinstance(noise, (bool, np.bool_)):
+        raise NanoBraggError("noise must be true or false, got %r" % (noise,))
     header = format_smv_header(**smv_header_values(prep.det, prep.cfg.lambda0, prep.cfg.phi0,
-                                                   prep.sampling.osc, noise))
-    _write_smv(path, result.int_image() if data is None else data, header)
+                                                   prep.sampling.osc, bool(noise)))
+    _write_smv(path, data, header)
 
 
 def write_pgm(path, result: Result, scale: Optional[float] = None) -> None:
     """Write C's 8-bit PGM of ``result`` (scale 250/(5 rmsd) unless given)."""
     from .io.images import write_pgm as _write_pgm
     from .simulator import pgm_image
+    path = _path(path)
+    _result(result, "write_pgm")
+    scale = _check_scale(scale, "scale")
     if scale is None or scale <= 0:
         rmsd = result.stats.rmsd
         scale = 250.0 / (5.0 * rmsd) if rmsd > 0 else 1.0
@@ -170,4 +455,4 @@ def write_pgm(path, result: Result, scale: Optional[float] = None) -> None:
 
 def noise_image(result: Result, seed: Optional[int] = None) -> np.ndarray:
     """C's Poisson-noise image of ``result`` (same seed as C: same image)."""
-    return result.noise_image(seed)
+    return _result(result, "noise_image").noise_image(seed)
