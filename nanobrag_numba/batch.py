@@ -50,7 +50,9 @@ MANIFEST = "manifest.jsonl"
 SETTINGS = "batch.json"
 LOCK = ".batch.lock"
 FORMATS = {"tiff": ".tif", "smv": ".img", "float": ".bin"}
-NOISE_SUFFIX = "_noise.img"
+NOISE_DIR = "noise"            # the noise images: noise/NAME.img (the frame number stays last)
+MAX_JOB_MEMORY_SHARE = 0.5     # the job list may use at most this share of the available memory
+JOB_BYTES = 8192               # memory per job while a batch runs (job, payload, record), measured ~4 KB
 CONVENIENCE_KEYS = ("misset_deg", "phi_deg")
 LABEL_KEYS = ("id", "name")
 ORIENTATION_METHODS = ("uniform", "c")
@@ -80,7 +82,6 @@ NOT_IN_BASE = ("-floatfile", "-intfile", "-noisefile", "-pgmfile", "-pgmscale", 
 # other folders find them.
 PATH_FIELDS = ("hklfile", "matfile", "stolfile", "sourcefile", "imgfile", "maskfile")
 
-_HINTS = typing.get_type_hints(Config)
 _FIELDS = tuple(f.name for f in dataclasses.fields(Config))
 
 
@@ -133,18 +134,32 @@ class Job:
     key: str = ""
 
     def where(self, jobs_label: Optional[str]) -> str:
-        """How error messages name this job: ``FILE line N`` or ``job N (NAME)``."""
+        """How error messages name this job: ``FILE line N (id ID)`` or ``job N (NAME, id ID)``."""
+        ident = "id %s" % _show_id(self.id) if self.id is not None else ""
         if self.line is not None:
-            return "%s line %d" % (jobs_label or "jobs", self.line)
-        return "job %d%s" % (self.index, " (%s)" % self.name if self.name else "")
+            return "%s line %d%s" % (jobs_label or "jobs", self.line, " (%s)" % ident if ident else "")
+        label = ", ".join(x for x in (self.name, ident) if x)
+        return "job %d%s" % (self.index, " (%s)" % label if label else "")
 
 
-def _type_name(tp) -> str:
-    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+def _show_id(value) -> str:
+    try:
+        text = json.dumps(value)
+    except (TypeError, ValueError):
+        text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _show_json(value) -> str:
+    return json.dumps(value)
 
 
 def coerce_value(name: str, value: Any, tp=None) -> Any:
     """Check a JSON value against the type of Config field ``name`` and convert it.
+
+    The check is the Python API's (:func:`nanobrag_numba.api.coerce_field`,
+    the one place that reads the Config annotations), with the bad value
+    shown as JSON.
 
     Parameters
     ----------
@@ -167,42 +182,11 @@ def coerce_value(name: str, value: Any, tp=None) -> Any:
         If the value does not fit the field (e.g. a string for a number, two
         numbers for a 3-vector, NaN).
     """
-    tp = _HINTS[name] if tp is None else tp
-    origin, args = typing.get_origin(tp), typing.get_args(tp)
-    if origin is typing.Union:
-        if value is None and type(None) in args:
-            return None
-        inner = [a for a in args if a is not type(None)]
-        return coerce_value(name, value, inner[0])
-    if tp is bool:
-        if isinstance(value, bool):
-            return value
-        raise JobError("%s must be true or false, got %s" % (name, json.dumps(value)))
-    if tp is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        if isinstance(value, float) and math.isfinite(value) and value.is_integer():
-            return int(value)
-        raise JobError("%s must be a whole number, got %s" % (name, json.dumps(value)))
-    if tp is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            if isinstance(value, float) and not math.isfinite(value):
-                raise JobError("%s must be a finite number, got %s" % (name, value))
-            return value
-        raise JobError("%s must be a number, got %s" % (name, json.dumps(value)))
-    if tp is str:
-        if isinstance(value, str):
-            return value
-        raise JobError("%s must be a string, got %s" % (name, json.dumps(value)))
-    if origin is tuple:
-        if not isinstance(value, (list, tuple)):
-            raise JobError("%s must be a list of numbers, got %s" % (name, json.dumps(value)))
-        if len(args) == 2 and args[1] is Ellipsis:
-            return tuple(coerce_value(name, v, args[0]) for v in value)
-        if len(value) != len(args):
-            raise JobError("%s must be a list of %d numbers, got %d" % (name, len(args), len(value)))
-        return tuple(coerce_value(name, v, a) for v, a in zip(value, args))
-    raise JobError("%s cannot be set in a job (type %s)" % (name, _type_name(tp)))  # pragma: no cover
+    from .api import coerce_field
+    try:
+        return coerce_field(name, value, tp, show=_show_json)
+    except NanoBraggError as exc:
+        raise JobError(str(exc)) from None
 
 
 def _angles(key: str, value: Any, n: int):
@@ -321,6 +305,8 @@ def read_jobs(path: str) -> Tuple[List[Job], str]:
             job.source = json.loads(line)
         except json.JSONDecodeError as exc:
             job.error = "not valid JSON: %s" % exc.msg + (" (column %d)" % exc.colno)
+        except RecursionError:
+            job.error = "not valid JSON here: nested too deeply"
         jobs.append(job)
     return jobs, label
 
@@ -342,7 +328,27 @@ def uniform_rotations(n: int, seed: int):
         float64 ``(n, 3, 3)`` rotation matrices.
     """
     import numpy as np
-    u = np.random.Generator(np.random.PCG64(int(seed))).random((int(n), 3))
+    chunks = list(_uniform_rotation_chunks(n, seed, max(1, int(n))))
+    return chunks[0] if len(chunks) == 1 else np.concatenate(chunks) if chunks else np.zeros((0, 3, 3))
+
+
+def _uniform_rotation_chunks(n: int, seed: int, chunk: int = 65536):
+    """:func:`uniform_rotations` in blocks of ``chunk`` rows (the same rotations, bounded memory).
+
+    One generator draws the blocks one after the other, so the rows are
+    those of one ``random((n, 3))`` call.
+    """
+    import numpy as np
+    rng = np.random.Generator(np.random.PCG64(int(seed)))
+    left = int(n)
+    while left > 0:
+        m = min(chunk, left)
+        left -= m
+        yield _quaternion_matrices(rng.random((m, 3)))
+
+
+def _quaternion_matrices(u):
+    import numpy as np
     a, b = np.sqrt(1.0 - u[:, 0]), np.sqrt(u[:, 0])
     x, y = a * np.sin(2 * np.pi * u[:, 1]), a * np.cos(2 * np.pi * u[:, 1])
     z, w = b * np.sin(2 * np.pi * u[:, 2]), b * np.cos(2 * np.pi * u[:, 2])
@@ -381,9 +387,10 @@ def random_orientations(n: int, seed: int, method: str = "uniform") -> List[Tupl
     out = []
     if method == "uniform":
         miss = np.zeros(3, dtype=np.float64)
-        for umat in uniform_rotations(n, seed):
-            kc.umat2misset(np.ascontiguousarray(umat.reshape(9)), miss)
-            out.append(tuple(float(v) * RTD for v in miss))
+        for block in _uniform_rotation_chunks(n, seed):
+            for umat in block:
+                kc.umat2misset(np.ascontiguousarray(umat.reshape(9)), miss)
+                out.append(tuple(float(v) * RTD for v in miss))
     elif method == "c":
         from .crand import CRandom
         rng = CRandom()
@@ -402,6 +409,43 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message):
         raise NanoBraggError(message)
+
+
+def available_memory() -> Optional[int]:
+    """Bytes of memory available to this process now (``MemAvailable``; else physical memory), or None."""
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def max_jobs(memory: Optional[int] = None) -> Optional[int]:
+    """The most jobs one batch may hold: MAX_JOB_MEMORY_SHARE of the available memory at JOB_BYTES each."""
+    memory = available_memory() if memory is None else memory
+    return None if memory is None else max(1, int(memory * MAX_JOB_MEMORY_SHARE) // JOB_BYTES)
+
+
+def check_job_count(n: int, what: str, memory: Optional[int] = None) -> None:
+    """Refuse, before anything is generated, a batch whose job list cannot fit in memory.
+
+    Every job is held in memory while the batch runs (about JOB_BYTES each,
+    with its payload and manifest record), so the limit is
+    ``MAX_JOB_MEMORY_SHARE`` x available memory / ``JOB_BYTES``.
+    """
+    limit = max_jobs(memory)
+    if limit is not None and n > limit:
+        raise NanoBraggError("%s: the job list would need about %.1f GiB of memory, more than half of the "
+                             "%.1f GiB available; at most %d jobs fit in one batch (split the work over "
+                             "several batches, each with its own --out)"
+                             % (what, n * JOB_BYTES / 2 ** 30,
+                                (available_memory() if memory is None else memory) / 2 ** 30, limit))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -481,6 +525,8 @@ def parse_options(argv: List[str]):
             raise NanoBraggError("--orientations c needs --seed 1 or more (C's seeds are positive)")
         if opts.orientations == "uniform" and opts.seed < 0:
             raise NanoBraggError("--seed must be 0 or more")
+    if opts.random_orientations is not None:
+        check_job_count(opts.random_orientations, "--random-orientations %d" % opts.random_orientations)
     if opts.phi_series is not None:
         start, step, n = opts.phi_series
         try:
@@ -490,6 +536,7 @@ def parse_options(argv: List[str]):
                                  % " ".join(opts.phi_series)) from None
         if not (math.isfinite(opts.phi_series[0]) and math.isfinite(opts.phi_series[1])) or opts.phi_series[2] < 0:
             raise NanoBraggError("--phi-series needs finite START and STEP and N >= 0")
+        check_job_count(opts.phi_series[2], "--phi-series with N = %d" % opts.phi_series[2])
     if not opts.out:
         raise NanoBraggError("--out DIR is required (the folder of the images and manifest.jsonl)")
     if opts.scheduler and (opts.workers is not None or opts.gpus):
@@ -575,6 +622,8 @@ def build_jobs(opts, base: Config) -> Tuple[List[Job], Optional[str]]:
     names = {}
     base_seed = base.seed if base.seed is not None else 1
     for job in jobs:
+        if isinstance(job.source, dict):
+            job.id = job.source.get("id")     # named in the job's error messages, even for a bad line
         if job.error is None:
             try:
                 overrides, job.id, name = resolve_job(job.source)
@@ -596,6 +645,9 @@ def build_jobs(opts, base: Config) -> Tuple[List[Job], Optional[str]]:
                 job.overrides = overrides
             except (JobError, NanoBraggError) as exc:
                 job.error = str(exc)
+            except Exception as exc:     # a check we lack: still one line naming the problem
+                from .api import describe_unexpected
+                job.error = describe_unexpected(exc)
         if job.error is None:
             if job.name in names:
                 job.error = "name %r is already used by %s" % (job.name, jobs[names[job.name]].where(label))
@@ -622,10 +674,15 @@ def _jsonable(value):
 
 
 def output_names(name: str, fmt: str, noise: bool) -> Dict[str, str]:
-    """The file names (in the output folder) of one image: ``image`` and, with noise, ``noise``."""
+    """The file names (relative to the output folder) of one image: ``image`` and, with noise, ``noise``.
+
+    ``NAME.tif`` (``.bin``, ``.img``) and ``noise/NAME.img``: a name ending in
+    the frame number (``img_000005``) keeps it last before the extension in
+    both, so that image readers (dxtbx, ADXV) find the series by template.
+    """
     files = {"image": name + FORMATS[fmt]}
     if noise:
-        files["noise"] = name + NOISE_SUFFIX
+        files["noise"] = NOISE_DIR + "/" + name + ".img"
     return files
 
 
@@ -656,12 +713,17 @@ def read_manifest(path: str) -> Tuple[Dict[int, dict], int]:
     return entries, bad
 
 
-def is_done(entry: Optional[dict], job: Job, out_dir: str) -> bool:
-    """Whether a manifest entry finishes ``job``: same key, every file present with its recorded size."""
+def is_done(entry: Optional[dict], job: Job, out_dir: str, names: Optional[Dict[str, str]] = None) -> bool:
+    """Whether a manifest entry finishes ``job``: same key, every file present with its recorded size.
+
+    With ``names`` (:func:`output_names` of the job) the entry must also
+    name exactly those files: an image written under an older naming
+    (``NAME_noise.img`` before 0.1.1) is rendered again under the current one.
+    """
     if not entry or entry.get("key") != job.key:
         return False
     files, sizes = entry.get("files") or {}, entry.get("bytes") or {}
-    if not files:
+    if not files or (names is not None and files != names):
         return False
     for kind, name in files.items():
         try:
@@ -791,6 +853,7 @@ def render_job(ctx: dict, job: dict) -> dict:
     rec = {"index": job["index"], "id": job["id"], "name": job["name"]}
     if job.get("line") is not None:
         rec["line"] = job["line"]
+    written: List[str] = []
     try:
         sim = get_simulator(ctx["config"], ctx["device"])
         res = sim.render(**job["overrides"])
@@ -798,30 +861,46 @@ def render_job(ctx: dict, job: dict) -> dict:
         files = output_names(job["name"], ctx["format"], ctx["noise"])
         paths = {k: os.path.join(ctx["out"], v) for k, v in files.items()}
         fmt = ctx["format"]
+        # everything that can fail on the job's values happens before the first file is written
         stats = res.stats
+        smv = res.int_image(res.prep.cfg.intfile_scale) if fmt == "smv" else None
+        noise = res.noise_image(job["noise_seed"]) if ctx["noise"] else None
         if fmt == "tiff":
             api.write_tiff(paths["image"], res)
         elif fmt == "float":
             api.write_float(paths["image"], res)
         else:
-            api.write_smv(paths["image"], res, data=res.int_image(res.prep.cfg.intfile_scale))
-        if ctx["noise"]:
-            api.write_smv(paths["noise"], res, data=res.noise_image(job["noise_seed"]), noise=True)
+            api.write_smv(paths["image"], res, data=smv)
+        written.append(paths["image"])
+        if noise is not None:
+            os.makedirs(os.path.dirname(paths["noise"]), exist_ok=True)
+            api.write_smv(paths["noise"], res, data=noise, noise=True)
+            written.append(paths["noise"])
         for p in paths.values():
             _fsync_file(p)
+        sizes = {k: os.path.getsize(p) for k, p in paths.items()}
         t2 = time.perf_counter()
-    except NanoBraggError as exc:
-        rec.update(ok=False, error=str(exc))
-        return rec
-    except MemoryError:
-        rec.update(ok=False, error="out of memory")
-        return rec
     except Exception as exc:  # one broken image must not stop the batch
-        rec.update(ok=False, error="%s: %s" % (type(exc).__name__, exc))
+        # a failed job leaves no file of its own: remove what this attempt wrote
+        for p in written:
+            try:
+                os.unlink(p)
+            except OSError:
+                pass
+        if isinstance(exc, NanoBraggError):
+            error = str(exc)
+        elif isinstance(exc, MemoryError):
+            error = "out of memory"
+        elif isinstance(exc, OSError):
+            error = "cannot write the image files: %s" % (exc.strerror or exc)
+        else:
+            from .api import describe_unexpected
+            error = describe_unexpected(exc)
+        rec.update(ok=False, error=error)
         return rec
     rec.update(
         ok=True, key=job["key"], flags=list(ctx["flags"]), overrides=_jsonable(job["overrides"]),
-        job=job["source"], files=files, bytes={k: os.path.getsize(p) for k, p in paths.items()},
+        job=job["source"], files=files, bytes=sizes,
         format=fmt, max_I=stats.max_I, mean=stats.mean,
         seconds=round(t2 - t0, 6), render_s=round(t1 - t0, 6), kernel_s=round(res.image.kernel_seconds, 6),
         write_s=round(t2 - t1, 6), backend=res.image.backend, worker="%s:%d" % (socket.gethostname(), os.getpid()),
@@ -1053,11 +1132,12 @@ def _run_locked(opts, ctx: dict, jobs: List[Job], label, stderr) -> int:
     manifest_path = os.path.join(out_dir, MANIFEST)
     entries, bad_lines = read_manifest(manifest_path)
     good = [j for j in jobs if j.error is None]
-    done = [j for j in good if is_done(entries.get(j.index), j, out_dir)]
+    done = [j for j in good if is_done(entries.get(j.index), j, out_dir,
+                                       output_names(j.name, opts.format, opts.noise))]
     done_ids = {j.index for j in done}
     todo = [j for j in good if j.index not in done_ids]
     our_files = [n for j in good for n in output_names(j.name, opts.format, opts.noise).values()]
-    remove_stale_temporaries(out_dir, our_files)
+    _remove_stale(out_dir, our_files)
     mode = ("scheduler %s" % opts.scheduler if opts.scheduler else
             "local Dask cluster, %d workers%s" % (opts.workers, " on GPUs " + ",".join(opts.gpus) if opts.gpus else "")
             if opts.workers else "in-process")
@@ -1109,7 +1189,7 @@ def _run_locked(opts, ctx: dict, jobs: List[Job], label, stderr) -> int:
     finally:
         manifest.close()
         progress.close()
-        remove_stale_temporaries(out_dir, our_files)    # left by workers that died mid-write
+        _remove_stale(out_dir, our_files)    # left by workers that died mid-write
     dt = time.perf_counter() - t0
     rendered = progress.done
     if not opts.quiet:
@@ -1118,6 +1198,15 @@ def _run_locked(opts, ctx: dict, jobs: List[Job], label, stderr) -> int:
                  ", %d already done" % len(done) if done else "",
                  ", %d FAILED" % len(failed) if failed else "", manifest_path), file=stderr, flush=True)
     return 1 if failed else 0
+
+
+def _remove_stale(out_dir: str, names: List[str]) -> None:
+    """:func:`remove_stale_temporaries` in the output folder and in its noise/ folder."""
+    top = [n for n in names if "/" not in n]
+    remove_stale_temporaries(out_dir, top)
+    sub = os.path.join(out_dir, NOISE_DIR)
+    if os.path.isdir(sub):
+        remove_stale_temporaries(sub, [n.split("/", 1)[1] for n in names if n.startswith(NOISE_DIR + "/")])
 
 
 def _preflight(ctx: dict, job: Job) -> None:
@@ -1129,7 +1218,10 @@ def _preflight(ctx: dict, job: Job) -> None:
     fault (exit status 2) and nothing is rendered.  Otherwise the job's own
     failure is reported when it runs.
     """
-    sim = get_simulator(ctx["config"], ctx["device"])
+    try:
+        sim = get_simulator(ctx["config"], ctx["device"])
+    except NanoBraggError as exc:
+        raise NanoBraggError(_base_fault(exc)) from None
     try:
         sim.prepare(**job.overrides)
     except NanoBraggError as exc:
@@ -1137,7 +1229,15 @@ def _preflight(ctx: dict, job: Job) -> None:
             sim.prepare(seed=1)
         except NanoBraggError as exc2:
             if str(exc2) == str(exc):
-                raise NanoBraggError("the base flags cannot make an image: %s" % exc) from None
+                raise NanoBraggError(_base_fault(exc)) from None
+
+
+def _base_fault(exc: Exception) -> str:
+    from .api import UNEXPECTED_PREFIX
+    text = str(exc)
+    if text.startswith(UNEXPECTED_PREFIX):
+        text = text[len(UNEXPECTED_PREFIX):]
+    return "the base flags cannot make an image: %s" % text
 
 
 def _version() -> str:
@@ -1161,6 +1261,9 @@ def main(argv: Optional[List[str]] = None) -> int:
         return 2
     except SystemExit as exc:           # --help
         return exc.code if isinstance(exc.code, int) else 0
+    except MemoryError:
+        print("%s: error: out of memory (fewer jobs, or a smaller detector)" % PROG, file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("%s: interrupted (rerun the same command to finish the batch)" % PROG, file=sys.stderr)
         return 130

@@ -225,8 +225,10 @@ def test_malformed_job_lines_are_reported_and_the_rest_runs(hkl, tmp_path, capsy
     expect = {2: "misset_deg must be a list of 3 numbers", 4: "not valid JSON",
               6: "unknown key 'distnace' (did you mean 'distance'?)", 7: "lambda0 must be a number"}
     assert len(err) == len(expect)
+    ids = {2: ' (id "b")'}       # a job's id names it in its message, even when the line is bad
     for line, text in expect.items():
-        hits = [e for e in err if e.startswith("nanobrag-numba batch: %s line %d: " % (label, line))]
+        hits = [e for e in err if e.startswith("nanobrag-numba batch: %s line %d%s: " % (label, line,
+                                                                                     ids.get(line, "")))]
         assert len(hits) == 1 and text in hits[0], (line, err)
     recs = {r["line"]: r for r in manifest(out)}
     assert sorted(recs) == [1, 5, 8]
@@ -349,3 +351,120 @@ def test_killed_worker_loses_and_duplicates_nothing(hkl, heavy_ref, tmp_path):
         _out, err = proc.communicate(timeout=300)
     assert proc.returncode == 0, err       # the scheduler re-ran the lost chunk elsewhere
     _check_complete(out, 24, heavy_ref)
+
+
+# ---------------------------------------------------------------- bad input (issue 9)
+
+def _one_error_line(capsys):
+    return [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
+
+
+def test_base_that_cannot_make_an_image_is_one_line_and_leaves_nothing(hkl, tmp_path, capsys):
+    out = tmp_path / "out"
+    rc = batch.main(["--random-orientations", "2", "--out", str(out), "--"] + light(hkl) + ["-distance", "0"])
+    err = _one_error_line(capsys)
+    assert rc == 2
+    assert len(err) == 1 and err[0].startswith("nanobrag-numba batch: error: the base flags cannot make an image: ")
+    problem = err[0].split("make an image: ", 1)[1]
+    assert not problem.startswith(("ZeroDivisionError", "ValueError", "TypeError")) and "Traceback" not in problem
+    assert not out.exists()
+
+
+def test_job_that_cannot_make_an_image_names_the_job_and_leaves_no_file(hkl, tmp_path, capsys):
+    jobs = tmp_path / "jobs.jsonl"
+    jobs.write_text('{"id": "zero", "distance": 0}\n{"id": "ok", "phi_deg": 1}\n')
+    out = tmp_path / "out"
+    rc = batch.main(["--jobs", str(jobs), "--out", str(out), "--quiet", "--"] + light(hkl))
+    err = _one_error_line(capsys)
+    assert rc == 1
+    assert len(err) == 1 and err[0].startswith('nanobrag-numba batch: %s line 1 (id "zero"): ' % jobs), err
+    problem = err[0].split('(id "zero"): ', 1)[1]
+    assert problem and not problem.startswith(("ZeroDivisionError", "ValueError", "TypeError"))
+    recs = manifest(str(out))
+    assert [r["id"] for r in recs] == ["ok"]
+    assert sorted(e for e in os.listdir(out) if e.endswith(".tif")) == ["img_000001.tif"]
+
+
+def test_a_job_failing_after_its_first_file_leaves_no_file_outside_the_manifest(hkl, tmp_path, capsys,
+                                                                                  monkeypatch):
+    from nanobrag_numba import api
+    real = api.write_smv
+
+    def failing(path, result, data=None, noise=False):
+        if noise and "img_000001" in str(path):
+            raise nb.NanoBraggError("cannot write %s: No space left on device" % path)
+        return real(path, result, data=data, noise=noise)
+
+    monkeypatch.setattr(api, "write_smv", failing)
+    out = tmp_path / "out"
+    rc = batch.main(["--random-orientations", "3", "--noise", "--out", str(out), "--quiet", "--"] + light(hkl))
+    err = _one_error_line(capsys)
+    assert rc == 1 and len(err) == 1 and "job 1 (img_000001): cannot write" in err[0], err
+    recs = manifest(str(out))
+    assert sorted(r["index"] for r in recs) == [0, 2]
+    named = {f for r in recs for f in r["files"].values()}
+    on_disk = {os.path.relpath(os.path.join(d, f), out) for d, _, fs in os.walk(out) for f in fs
+               if f.endswith((".tif", ".img"))}
+    assert on_disk == named          # the failed job's image (written before its noise) was removed
+
+
+def test_too_many_jobs_are_refused_before_anything_is_allocated(hkl, tmp_path, capsys):
+    import resource
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    t0 = time.perf_counter()
+    rc = batch.main(["--random-orientations", "1000000000", "--out", str(tmp_path / "o"), "--"] + light(hkl))
+    err = _one_error_line(capsys)
+    assert rc == 2 and len(err) == 1 and "at most" in err[0] and "GiB" in err[0], err
+    assert time.perf_counter() - t0 < 5
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 200 * 1024    # KiB: no 22 GiB array
+    assert not (tmp_path / "o").exists()
+    rc = batch.main(["--phi-series", "0", "1", "1000000000", "--out", str(tmp_path / "o"), "--"] + light(hkl))
+    assert rc == 2 and "at most" in _one_error_line(capsys)[0]
+
+
+def test_job_limit_follows_the_available_memory():
+    gib = 2 ** 30
+    assert batch.max_jobs(8 * gib) == int(8 * gib * batch.MAX_JOB_MEMORY_SHARE) // batch.JOB_BYTES
+    batch.check_job_count(batch.max_jobs(8 * gib), "n", memory=8 * gib)
+    with pytest.raises(nb.NanoBraggError, match="at most %d jobs" % batch.max_jobs(8 * gib)):
+        batch.check_job_count(batch.max_jobs(8 * gib) + 1, "n", memory=8 * gib)
+
+
+def test_uniform_rotations_in_blocks_are_the_same_rotations():
+    whole = batch.uniform_rotations(10, 4)
+    blocks = np.concatenate(list(batch._uniform_rotation_chunks(10, 4, chunk=3)))
+    assert np.array_equal(whole, blocks)
+
+
+def test_file_names_end_in_the_frame_number(hkl, tmp_path):
+    import re
+    out = tmp_path / "out"
+    assert batch.main(["--phi-series", "0", "1", "3", "--format", "smv", "--noise", "--out", str(out), "--quiet",
+                       "--"] + light(hkl)) == 0
+    recs = sorted(manifest(str(out)), key=lambda r: r["index"])
+    assert [r["files"] for r in recs] == [{"image": "img_%06d.img" % i, "noise": "noise/img_%06d.img" % i}
+                                          for i in range(3)]
+    # dxtbx-style template detection: every file of a folder matches PREFIX + digits + extension, one template
+    for folder in (out, out / "noise"):
+        names = sorted(e for e in os.listdir(folder) if e.endswith(".img"))
+        templates = {re.sub(r"(\d+)(\.img)$", lambda m: "#" * len(m.group(1)) + m.group(2), n) for n in names}
+        assert templates == {"img_######.img"}, names
+
+
+def test_rerun_renders_again_what_an_older_naming_wrote(hkl, tmp_path, capsys):
+    out = tmp_path / "out"
+    args = ["--phi-series", "0", "1", "2", "--noise", "--out", str(out), "--quiet", "--"] + light(hkl)
+    assert batch.main(args) == 0
+    first = manifest(str(out))
+    # the same batch as written by the old naming (NAME_noise.img next to the image)
+    for rec in first:
+        os.rename(out / rec["files"]["noise"], out / (rec["name"] + "_noise.img"))
+        rec["files"]["noise"] = rec["name"] + "_noise.img"
+    (out / "manifest.jsonl").write_text("".join(json.dumps(r) + "\n" for r in first))
+    assert batch.main(args[:-len(light(hkl)) - 2] + ["--"] + light(hkl)) == 0
+    assert "0 already done, 2 to render" in capsys.readouterr().err
+    last = {r["index"]: r for r in manifest(str(out))}
+    assert [last[i]["files"]["noise"] for i in range(2)] == ["noise/img_000000.img", "noise/img_000001.img"]
+    # and a second rerun finds everything done under the new names
+    assert batch.main(args[:-len(light(hkl)) - 2] + ["--"] + light(hkl)) == 0
+    assert "2 already done, 0 to render" in capsys.readouterr().err
