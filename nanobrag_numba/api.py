@@ -59,6 +59,18 @@ def _is_number(value) -> bool:
     return isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_))
 
 
+def _shown(value, show=repr) -> str:
+    """A bad value for a one-line message: arrays by shape, long values cut."""
+    if isinstance(value, np.ndarray):
+        return "a %s array of shape %s" % (value.dtype, value.shape)
+    try:
+        text = show(value)
+    except (TypeError, ValueError):
+        text = repr(value)
+    text = " ".join(str(text).split())
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
 def coerce_field(name: str, value: Any, tp=None, show: Callable[[Any], str] = repr, finite: bool = True) -> Any:
     """Check ``value`` against the annotation of Config field ``name``; return it as a Config holds it.
 
@@ -98,11 +110,7 @@ def coerce_field(name: str, value: Any, tp=None, show: Callable[[Any], str] = re
         return coerce_field(name, value, inner[0], show, finite)
 
     def bad(what):
-        try:
-            shown = show(value)
-        except (TypeError, ValueError):
-            shown = repr(value)
-        return NanoBraggError("%s must be %s, got %s" % (name, what, shown))
+        return NanoBraggError("%s must be %s, got %s" % (name, what, _shown(value, show)))
 
     if tp is bool:
         if isinstance(value, (bool, np.bool_)):
@@ -174,7 +182,7 @@ def check_settings(changes: Dict[str, Any], show: Callable[[Any], str] = repr) -
 
 def _check_device(device) -> str:
     if device not in DEVICES:
-        raise NanoBraggError("unknown device %r (use cpu, cuda or auto)" % (device,))
+        raise NanoBraggError("unknown device %s (use cpu, cuda or auto)" % _shown(device))
     return device
 
 
@@ -200,7 +208,8 @@ def _flag_words(flags) -> list:
         return list(flags)
     if isinstance(flags, (list, tuple)):
         bad = next(w for w in flags if not isinstance(w, str))
-        raise NanoBraggError("nanoBragg flags must be strings, got %r (%s) in the list" % (bad, type(bad).__name__))
+        raise NanoBraggError("nanoBragg flags must be strings, got %s (%s) in the list"
+                             % (_shown(bad), type(bad).__name__))
     raise NanoBraggError("expected a Config or nanoBragg flags (a string or a list of strings), got %s"
                          % type(flags).__name__)
 
@@ -250,7 +259,7 @@ def _check_scale(scale, what):
     if scale is None:
         return None
     if not _is_number(scale) or not math.isfinite(scale):
-        raise NanoBraggError("%s must be a finite number or None, got %r" % (what, scale))
+        raise NanoBraggError("%s must be a finite number or None, got %s" % (what, _shown(scale)))
     return float(scale)
 
 
@@ -374,7 +383,7 @@ def _path(path, what="path") -> str:
     if isinstance(path, os.PathLike):
         path = os.fspath(path)
     if not isinstance(path, str) or not path:
-        raise NanoBraggError("the %s must be a non-empty string or os.PathLike, got %r" % (what, path))
+        raise NanoBraggError("the %s must be a non-empty string or os.PathLike, got %s" % (what, _shown(path)))
     return path
 
 
@@ -434,7 +443,7 @@ def write_smv(path, result: Result, data: Optional[np.ndarray] = None, noise: bo
                                  "noise_image() give), got %s %s" % (shape, arr.dtype, arr.shape))
         data = arr.astype(np.uint16, copy=False)
     if not isinstance(noise, (bool, np.bool_)):
-        raise NanoBraggError("noise must be true or false, got %r" % (noise,))
+        raise NanoBraggError("noise must be true or false, got %s" % _shown(noise))
     header = format_smv_header(**smv_header_values(prep.det, prep.cfg.lambda0, prep.cfg.phi0,
                                                    prep.sampling.osc, bool(noise)))
     _write_smv(path, data, header)
