@@ -28,8 +28,10 @@ For every case (``bench/cases.py``), with OMP_NUM_THREADS = NUMBA_NUM_THREADS
 
 Peak RSS comes from GNU time's ``%M`` (see ``run_timed``).  With
 --repeat N every timed run is done N times and the minimum is kept.  The
-results go to bench/results/NAME.json and NAME.md (NAME defaults to
-``cpu-<threads>core`` or ``cuda``).
+results go to bench/results/NAME.json and NAME.md.  NAME defaults to a new
+name each run (``cpu-<threads>core-<host>-<date>-<time>``, or ``cuda-...``),
+so the committed tables are never overwritten by accident; ``--name NAME``
+chooses it, and replacing a committed result also needs ``--force``.
 """
 from __future__ import annotations
 
@@ -560,7 +562,9 @@ def parse_args(argv=None):
                    help="OMP_NUM_THREADS and NUMBA_NUM_THREADS for both programs (default: nproc)")
     p.add_argument("--repeat", type=int, default=1, help="runs of each timing; the minimum is kept (default 1)")
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="our -device (default cpu)")
-    p.add_argument("--name", default=None, help="result name (default cpu-<threads>core, or cuda)")
+    p.add_argument("--name", default=None,
+                   help="result name (default: a new one, cpu-<threads>core-<host>-<date>-<time> or cuda-...)")
+    p.add_argument("--force", action="store_true", help="replace a committed result of the same name")
     p.add_argument("--json", default=None, help="JSON output (default bench/results/NAME.json)")
     p.add_argument("--markdown", default=None, help="Markdown output (default bench/results/NAME.md)")
     p.add_argument("--commit", default=None, metavar="REV",
@@ -579,10 +583,45 @@ def parse_args(argv=None):
     if args.threads < 1 or args.repeat < 1:
         p.error("--threads and --repeat must be at least 1")
     args.case_names = names
-    args.name = args.name or ("cuda" if args.device == "cuda" else "cpu-%dcore" % args.threads)
+    base = "cuda" if args.device == "cuda" else "cpu-%dcore" % args.threads
+    explicit = args.name is not None
+    args.name = args.name or default_name(base)
     args.json = args.json or os.path.join(RESULTS_DIR, args.name + ".json")
     args.markdown = args.markdown or os.path.join(RESULTS_DIR, args.name + ".md")
+    if not args.from_json:
+        for path in (args.json, args.markdown):
+            if os.path.exists(path) and not args.force and (is_committed(path) or not explicit):
+                p.error("%s is %s; give another --name or add --force to replace it"
+                        % (path, "a committed result" if is_committed(path) else "an earlier result"))
     return args
+
+
+def default_name(base: str, now: Optional[float] = None) -> str:
+    """A result name no earlier run used: BASE-HOST-YYYYmmdd-HHMMSS (a number added if taken)."""
+    import socket
+    host = "".join(c if c.isalnum() or c in "-_" else "-" for c in socket.gethostname().split(".")[0]) or "host"
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(now))
+    name = "%s-%s-%s" % (base, host, stamp)
+    n = 1
+    while any(os.path.exists(os.path.join(RESULTS_DIR, name + ext)) for ext in (".json", ".md")):
+        n += 1
+        name = "%s-%s-%s-%d" % (base, host, stamp, n)
+    return name
+
+
+def is_committed(path: str) -> bool:
+    """Whether git tracks ``path`` (when git cannot tell, an existing file in the checkout counts as committed)."""
+    full = os.path.realpath(path)
+    if os.path.commonpath([full, os.path.realpath(ROOT)]) != os.path.realpath(ROOT):
+        return False                  # outside the checkout: not one of its files
+    try:
+        p = subprocess.run(["git", "ls-files", "--error-unmatch", full], cwd=ROOT,
+                           capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.SubprocessError):
+        return os.path.exists(path)
+    if p.returncode == 0:
+        return True
+    return "did not match" not in p.stderr and os.path.exists(path)
 
 
 def rerun_command(args, argv) -> str:

@@ -81,9 +81,37 @@ def test_parse_c_counts():
 
 
 def test_runner_options():
-    args = run.parse_args(["--cases", "b4,B1", "--threads", "2"])
+    args = run.parse_args(["--cases", "b4,B1", "--threads", "2", "--name", "mine"])
     assert args.case_names == ["B4", "B1"] and args.repeat == 1 and args.device == "cpu"
-    assert args.json.endswith(os.path.join("results", "cpu-2core.json"))
+    assert args.json.endswith(os.path.join("results", "mine.json"))
     assert run.child_env(3)["OMP_NUM_THREADS"] == run.child_env(3)["NUMBA_NUM_THREADS"] == "3"
     with pytest.raises(SystemExit):
         run.parse_args(["--cases", "B9"])
+
+
+def test_default_result_name_is_new_and_leaves_the_committed_tables_alone(tmp_path, monkeypatch):
+    committed = os.path.join(run.RESULTS_DIR, "cpu-2core.json")
+    assert os.path.exists(committed) and run.is_committed(committed)
+    args = run.parse_args(["--threads", "2"])
+    assert args.name.startswith("cpu-2core-") and args.name != "cpu-2core"
+    assert not os.path.exists(args.json) and not os.path.exists(args.markdown)
+    assert os.path.dirname(args.json) == run.RESULTS_DIR
+    # a name taken by an earlier run gets a number
+    monkeypatch.setattr(run, "RESULTS_DIR", str(tmp_path))
+    first = run.default_name("cpu-2core", now=0)
+    (tmp_path / (first + ".md")).write_text("earlier")
+    assert run.default_name("cpu-2core", now=0) == first + "-2"
+
+
+def test_explicit_name_overwrites_only_with_force_when_committed(tmp_path, capsys):
+    with pytest.raises(SystemExit) as info:
+        run.parse_args(["--threads", "2", "--name", "cpu-2core"])
+    assert info.value.code == 2 and "is a committed result" in capsys.readouterr().err
+    args = run.parse_args(["--threads", "2", "--name", "cpu-2core", "--force"])
+    assert args.json == os.path.join(run.RESULTS_DIR, "cpu-2core.json")
+    # an explicit name may replace a result of our own that git does not track
+    mine = tmp_path / "mine.json"
+    mine.write_text("{}")
+    assert not run.is_committed(str(mine))
+    args = run.parse_args(["--name", "x", "--json", str(mine), "--markdown", str(tmp_path / "mine.md")])
+    assert args.json == str(mine)
