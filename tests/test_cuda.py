@@ -2,9 +2,10 @@
 
 - Everywhere: the CUDA kernel runs in numba's CUDA simulator (pure Python)
   on tiny images and must match the compiled CPU kernel to 1e-12.
-- Everywhere NVVM is installed (the ``test`` extra brings it): the kernel
-  compiles to PTX for sm_90 in double and single precision, which the
-  simulator cannot check.
+- Everywhere NVVM is installed (the ``gpu`` extra brings it, ~190 MB of
+  CUDA wheels; skipped with that hint without them): the kernel compiles to
+  PTX for sm_90 in double and single precision, which the simulator cannot
+  check.
 - Everywhere: the single-precision physics (compiled for the CPU) keeps the
   correlation with C above 0.9999 on every non-quirk golden case.
 - With a GPU (marker ``gpu``): golden parity on the device.
@@ -65,6 +66,10 @@ def test_cuda_simulator_matches_cpu_kernel(name, tmp_path):
     np.testing.assert_array_equal(sim["oob"], oob)
 
 
+GPU_EXTRA_REASON = ("the CUDA toolkit wheels (NVVM, NVRTC) are not installed: pip install -e '.[gpu]' "
+                    "to compile the CUDA kernel")
+
+
 def _nvvm_available():
     try:
         from cuda.pathfinder import load_nvidia_dynamic_lib
@@ -75,11 +80,38 @@ def _nvvm_available():
         return False
 
 
+def toolkit_skip_reason():
+    """Why the tests that compile CUDA code cannot run here (None: they can)."""
+    return None if _nvvm_available() else GPU_EXTRA_REASON
+
+
+def gpu_skip_reason():
+    """Why the tests on a real GPU cannot run here (None: they can)."""
+    if not cuda_available():
+        return "no usable CUDA GPU on this machine"
+    return toolkit_skip_reason()
+
+
+def test_missing_cuda_wheels_skip_with_the_gpu_extra(monkeypatch):
+    import cuda.pathfinder
+
+    def absent(name):
+        raise RuntimeError("%s not found" % name)
+
+    monkeypatch.setattr(cuda.pathfinder, "load_nvidia_dynamic_lib", absent)
+    assert toolkit_skip_reason() == GPU_EXTRA_REASON and "'.[gpu]'" in GPU_EXTRA_REASON
+    monkeypatch.setattr(sys.modules[__name__], "cuda_available", lambda: True)    # a GPU, but no wheels
+    assert gpu_skip_reason() == GPU_EXTRA_REASON
+    monkeypatch.setattr(sys.modules[__name__], "cuda_available", lambda: False)
+    assert gpu_skip_reason() == "no usable CUDA GPU on this machine"
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("precision", ["double", "single"])
 def test_cuda_kernel_compiles_to_ptx(precision):
-    if not _nvvm_available():
-        pytest.skip("NVVM/NVRTC not installed (pip install 'numba-cuda[cu13]'); cannot compile CUDA here")
+    reason = toolkit_skip_reason()
+    if reason:
+        pytest.skip(reason)
     from numba import cuda, typeof, types
     from nanobrag_numba.kernels import cuda as kcuda
     from nanobrag_numba.kernels.physics import KPARAMS_FIELDS, make_kparams
@@ -146,7 +178,8 @@ def test_single_precision_physics_keeps_correlation_with_c(case, tmp_path, monke
 
 
 # ------------------------------------------------------------ real GPU
-needs_gpu = pytest.mark.skipif(not cuda_available(), reason="no usable CUDA GPU on this machine")
+_GPU_SKIP = gpu_skip_reason()
+needs_gpu = pytest.mark.skipif(_GPU_SKIP is not None, reason=_GPU_SKIP or "")
 
 
 @pytest.mark.gpu
