@@ -533,6 +533,26 @@ def render_ours(flags: Sequence[str], workdir: str):
     return prep, image
 
 
+def corrected_behaviours(prep, image=None) -> List[str]:
+    """The C defects we correct that this run touches (the ``c_quirk`` names of docs/differences.md).
+
+    The same list as the ``note: ... -c_quirks restores C's behaviour`` lines
+    of the command (empty with ``-c_quirks``).
+    """
+    if prep.cfg.c_quirks:
+        return []
+    keys = [k for k, _text in prep.notes if k not in ("noop_flags", "source_weights_ignored")]
+    if image is not None and getattr(image, "first_oob", None) is not None and prep.interpolate:
+        keys.append("interpolate_global_disable")
+    return list(dict.fromkeys(keys))
+
+
+def quirks_hint(corrected: Sequence[str]) -> str:
+    """The line a failed comparison adds when the flags touch corrected C behaviours."""
+    return ("note: these flags touch C behaviours we correct (%s): the difference may be a corrected C defect; "
+            "rerun with -c_quirks to compare with C's behaviour (docs/differences.md)" % ", ".join(corrected))
+
+
 def _run_dirs(workdir, flags):
     """Two fresh run directories (ours, the reference's), each with the Fdump a run without -hkl reads."""
     dirs = os.path.join(workdir, "ours"), os.path.join(workdir, "reference")
@@ -550,6 +570,7 @@ def _run_both_trace(binary, flags, pixel, outdir):
         flags = _strip_flags(flags, {"-trace_pixel": 2})
         ours_dir, ref_dir = _run_dirs(workdir, flags)
         prep, image = render_ours(flags, ours_dir)
+        corrected = corrected_behaviours(prep, image)
         pixel = pixel or in_flags
         if pixel is None:
             idx = int(np.argmax(image.floatimage))
@@ -577,7 +598,7 @@ def _run_both_trace(binary, flags, pixel, outdir):
                              "build that prints TRACE_C lines; its output is in %s)"
                              % (binary, pixel[0], pixel[1], ref_log)) from None
     ours = parse_trace(ours_lines, source="our trace")
-    return ref, ours, ref_log, ours_log
+    return ref, ours, ref_log, ours_log, corrected
 
 
 def _run_both_image(binary, flags):
@@ -595,7 +616,7 @@ def _run_both_image(binary, flags):
         if not os.path.isfile(ref_file):
             raise NanoBraggError("the reference %s wrote no floatimage.bin" % binary)
         ref = read_image(ref_file, shape)
-        return ref.copy(), image.floatimage
+        return ref.copy(), image.floatimage, corrected_behaviours(prep, image)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 
@@ -719,11 +740,13 @@ def run(args: Args, log=print) -> int:
     except OSError as exc:
         raise NanoBraggError("cannot create --out directory %s: %s" % (args.out, exc.strerror or exc)) from None
     if args.mode == "trace":
+        corrected: List[str] = []
         if args.reference is None:
             ref_name, ours_name = args.files
             ref, ours = read_trace(ref_name), read_trace(ours_name)
         else:
-            ref, ours, ref_name, ours_name = _run_both_trace(args.reference, args.flags, args.pixel, args.out)
+            ref, ours, ref_name, ours_name, corrected = _run_both_trace(args.reference, args.flags, args.pixel,
+                                                                        args.out)
         report = compare_traces(ref, ours, args.rtol)
         short_ref = "reference (%s)" % (ref.prefix or "?")
         short_ours = "ours (%s)" % (ours.prefix or "?")
@@ -731,23 +754,29 @@ def run(args: Args, log=print) -> int:
         for line in format_trace_report(report, short_ref, short_ours):
             log(line)
         metrics = trace_metrics(report, ref_name, ours_name)
+        metrics["corrected_behaviours"] = corrected
+        if report.first_divergence is not None and corrected:
+            log(quirks_hint(corrected))
         path = _write_metrics(args.out, metrics)
         log("wrote %s" % path)
         return 0 if report.first_divergence is None else 1
     # image
     if args.plot is not None:
         _require_matplotlib()
+    corrected = []
     if args.reference is None:
         ref_name, ours_name = args.files
         ref = read_image(ref_name, args.shape)
         ours = read_image(ours_name, args.shape)
     else:
         ref_name, ours_name = args.reference, "nanobrag-numba"
-        ref, ours = _run_both_image(args.reference, args.flags)
+        ref, ours, corrected = _run_both_image(args.reference, args.flags)
     metrics = image_metrics(ref, ours)
-    metrics.update(reference=ref_name, ours=ours_name)
+    metrics.update(reference=ref_name, ours=ours_name, corrected_behaviours=corrected)
     for line in format_image_report(metrics, ref_name, ours_name):
         log(line)
+    if metrics["status"] != "PASS" and corrected:
+        log(quirks_hint(corrected))
     if args.plot is not None:
         png = args.plot or os.path.join(args.out, "compare.png")
         metrics["plot"] = plot_images(ref, ours, png, ref_name, ours_name)

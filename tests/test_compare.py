@@ -366,3 +366,56 @@ def test_image_mode_against_the_c_program(tmp_path, monkeypatch, capsys):
     capsys.readouterr()
     assert rc == 0
     assert json.loads((tmp_path / "c" / "metrics.json").read_text())["status"] == "PASS"
+
+
+C_LIKE_REFERENCE = """#!{python}
+# stand-in for the C program: nanobrag-numba with -c_quirks (C's behaviour for the defects we correct)
+import subprocess, sys
+p = subprocess.run([{python!r}, "-m", "nanobrag_numba"] + sys.argv[1:] + ["-device", "cpu", "-c_quirks"]{more},
+                   stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+sys.stdout.write(p.stdout)
+sys.exit(p.returncode)
+"""
+
+
+def _c_like(tmp_path, name="c_like", more=""):
+    path = tmp_path / name
+    path.write_text(C_LIKE_REFERENCE.format(python=sys.executable, more=more))
+    path.chmod(path.stat().st_mode | stat.S_IXUSR)
+    return str(path)
+
+
+def test_image_fail_on_a_corrected_behaviour_points_at_c_quirks(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    ref = _c_like(tmp_path)
+    rc = main(["image", "--reference", ref, "--out", "carry"] + PHI_CARRYOVER)
+    out = capsys.readouterr().out
+    assert rc == 1 and "verdict: FAIL" in out, out
+    hints = [ln for ln in out.splitlines() if "-c_quirks" in ln]
+    assert len(hints) == 1 and "phi0_carryover" in hints[0] and "corrected C defect" in hints[0]
+    assert json.loads((tmp_path / "carry" / "metrics.json").read_text())["corrected_behaviours"] == ["phi0_carryover"]
+    # with -c_quirks the two agree
+    rc = main(["image", "--reference", ref, "--out", "quirks"] + PHI_CARRYOVER + ["-c_quirks"])
+    out = capsys.readouterr().out
+    assert rc == 0 and not [ln for ln in out.splitlines() if ln.startswith("note:")]
+
+
+def test_image_fail_without_a_corrected_behaviour_has_no_hint(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    ref = _c_like(tmp_path, "other", more=' + ["-distance", "61"]')        # a real difference
+    rc = main(["image", "--reference", ref, "--out", "o"] + SMALL)
+    out = capsys.readouterr().out
+    assert rc == 1 and "verdict: FAIL" in out
+    assert "-c_quirks" not in out
+
+
+def test_trace_divergence_on_a_corrected_behaviour_points_at_c_quirks(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    path = tmp_path / "c_like_trace"
+    path.write_text(FAKE_REFERENCE.format(python=sys.executable).replace('["-device", "cpu"]',
+                                                                         '["-device", "cpu", "-c_quirks"]'))
+    path.chmod(path.stat().st_mode | stat.S_IXUSR)
+    rc = main(["trace", "--reference", str(path), "--out", "t", "--pixel", "8", "5"] + PHI_CARRYOVER)
+    out = capsys.readouterr().out
+    assert rc == 1
+    assert [ln for ln in out.splitlines() if ln.startswith("note:") and "-c_quirks" in ln]
