@@ -1,7 +1,7 @@
 """Python API: many images in one process, no files unless asked.
 
     import nanobrag_numba as nb
-    sim = nb.Simulator("-hkl P1.hkl -cell 40 42 45 90 90 90 -N 5 -detpixels 256")
+    sim = nb.Simulator("-hkl example.hkl -cell 79.1 79.1 38.4 90 90 90 -N 5 -detpixels 256")
     for angle in range(0, 90, 5):
         res = sim.render(misset=(0.0, 0.0, angle / nb.config.RTD))   # Config fields, SI units
         frames.append(res.floatimage)
@@ -246,7 +246,7 @@ def config_from_flags(flags: Flags, **changes) -> Config:
     """A Config from a nanoBragg command line (string or list of words).
 
     Keyword arguments then change Config fields (SI units), e.g.
-    ``config_from_flags("-hkl P1.hkl -cell 40 42 45 90 90 90", device="cpu")``.
+    ``config_from_flags("-hkl example.hkl -cell 79.1 79.1 38.4 90 90 90", device="cpu")``.
     Unknown fields and values of the wrong type raise NanoBraggError.
     """
     cfg = Config.from_args(_flag_words(flags))

@@ -3,7 +3,7 @@
 ::
 
     nanobrag-numba batch --random-orientations 200 --seed 1 --out run1 -- \\
-        -hkl P1.hkl -cell 40 42 45 90 90 90 -N 5 -detpixels 64
+        -hkl example.hkl -cell 79.1 79.1 38.4 90 90 90 -N 5 -detpixels 64
     nanobrag-numba batch --jobs jobs.jsonl --out run2 --workers 2 -- FLAGS
     nanobrag-numba batch --phi-series 0 0.1 50 --out run3 --scheduler tcp://host:8786 -- FLAGS
 
@@ -501,7 +501,8 @@ def split_argv(argv: List[str]) -> Tuple[List[str], List[str]]:
         if any(a in ("-h", "--help") for a in argv):
             return argv, []
         raise NanoBraggError("give the base nanoBragg flags after --, e.g. %s --random-orientations 8 --out DIR "
-                             "-- -hkl P1.hkl -cell 40 42 45 90 90 90 -N 5 -detpixels 64" % PROG)
+                             "-- -hkl example.hkl -cell 79.1 79.1 38.4 90 90 90 -N 5 -detpixels 64 "
+                             "(nanobrag-numba example --hkl-only writes example.hkl)" % PROG)
     i = argv.index("--")
     return argv[:i], argv[i + 1:]
 
