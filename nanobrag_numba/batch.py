@@ -477,8 +477,8 @@ def build_parser() -> argparse.ArgumentParser:
     out.add_argument("--format", choices=tuple(FORMATS), default="tiff",
                      help="image file format: tiff (float32, default), smv (C's int image) or float (raw float32)")
     out.add_argument("--noise", action="store_true",
-                     help="also write C's Poisson-noise SMV image, seed = the job's seed field, else the "
-                          "base -seed (default 1) + job index")
+                     help="also write C's Poisson-noise SMV image as noise/NAME.img, seed = the job's seed "
+                          "field, else the base -seed (default 1) + job index")
     out.add_argument("--quiet", action="store_true", help="no progress line (errors are still printed)")
     run = p.add_argument_group("where to render (default: in this process)")
     run.add_argument("--workers", type=int, metavar="N",

@@ -468,3 +468,15 @@ def test_rerun_renders_again_what_an_older_naming_wrote(hkl, tmp_path, capsys):
     # and a second rerun finds everything done under the new names
     assert batch.main(args[:-len(light(hkl)) - 2] + ["--"] + light(hkl)) == 0
     assert "2 already done, 0 to render" in capsys.readouterr().err
+
+
+def test_stale_noise_temporaries_are_removed(hkl, tmp_path):
+    out = tmp_path / "out"
+    args = ["--phi-series", "0", "1", "1", "--noise", "--out", str(out), "--quiet", "--"] + light(hkl)
+    assert batch.main(args) == 0
+    stale = out / "noise" / ".img_000000.img.k1ll3d.tmp"        # what a writer killed mid-write leaves
+    other = out / "noise" / ".someone_else.img.x.tmp"
+    stale.write_bytes(b"half")
+    other.write_bytes(b"not ours")
+    assert batch.main(args) == 0
+    assert not stale.exists() and other.exists()
