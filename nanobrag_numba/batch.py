@@ -306,7 +306,7 @@ def read_jobs(path: str) -> Tuple[List[Job], str]:
         except json.JSONDecodeError as exc:
             job.error = "not valid JSON: %s" % exc.msg + (" (column %d)" % exc.colno)
         except RecursionError:
-            job.error = "not valid JSON here: nested too deeply"
+            job.error = "not valid JSON: nested too deeply"
         jobs.append(job)
     return jobs, label
 
