@@ -308,10 +308,9 @@ def _wait_for_line(proc, start, timeout=120.0):
 
 
 def test_sigterm_during_a_render_exits_143_and_leaves_nothing(workdir):
-    proc = _command(workdir, "-detpixels", "1024", "-oversample", "3")
+    proc = _command(workdir, "-detpixels", "1024", "-oversample", "2")
     try:
-        _wait_for_line(proc, "rendering on")
-        time.sleep(0.3)
+        _wait_for_line(proc, "rendering on")     # printed just before the kernel starts
         proc.send_signal(signal.SIGTERM)
         _out, err = proc.communicate(timeout=60)
     finally:
