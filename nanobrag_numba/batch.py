@@ -791,19 +791,14 @@ def lock_folder(out_dir: str):
 
 
 def remove_stale_temporaries(out_dir: str, names: Iterable[str]) -> int:
-    """Remove the hidden temporaries a killed run left for our output files (``.NAME.*.tmp``)."""
-    wanted = set(names)
-    removed = 0
-    for entry in os.listdir(out_dir):
-        if entry.startswith(".") and entry.endswith(".tmp"):
-            target = entry[1:].rsplit(".", 2)[0]
-            if target in wanted:
-                try:
-                    os.unlink(os.path.join(out_dir, entry))
-                    removed += 1
-                except OSError:
-                    pass
-    return removed
+    """Remove the hidden temporaries a killed run left for our files (``.NAME.<pid>.<random>.tmp``).
+
+    Called while this batch holds the folder's lock, so no other batch writes
+    here: every temporary of these names is stale (a worker on another
+    machine has a pid that means nothing here), whatever its pid.
+    """
+    from .io.atomic import remove_stale_temporaries as remove
+    return remove(out_dir, names, only_dead=False)
 
 
 # ---------------------------------------------------------------- rendering (runs on the workers)
@@ -1112,19 +1107,44 @@ def run(argv: List[str], stderr=None) -> int:
         if opts.numba_threads > numba.config.NUMBA_NUM_THREADS:
             raise NanoBraggError("--numba-threads %d is more than this process's %d (NUMBA_NUM_THREADS)"
                                  % (opts.numba_threads, numba.config.NUMBA_NUM_THREADS))
+    if opts.workers or opts.scheduler:
+        _distributed()                  # no Dask: say so before anything is created
     good = [j for j in jobs if j.error is None]
     if good:
         _preflight(ctx, good[0])
     out_dir = ctx["out"]
+    created = not os.path.isdir(out_dir)
     try:
         os.makedirs(out_dir, exist_ok=True)
     except OSError as exc:
         raise NanoBraggError("cannot create %s: %s" % (opts.out, exc.strerror or exc)) from None
-    lock = lock_folder(out_dir)
     try:
-        return _run_locked(opts, ctx, jobs, label, stderr)
-    finally:
-        lock.close()
+        lock = lock_folder(out_dir)
+        try:
+            return _run_locked(opts, ctx, jobs, label, stderr)
+        finally:
+            lock.close()
+    except BaseException:
+        if created:
+            _remove_if_unused(out_dir)
+        raise
+
+
+def _remove_if_unused(out_dir: str) -> None:
+    """Remove an output folder this run created if it holds nothing but the batch's own bookkeeping."""
+    own = {LOCK, SETTINGS, MANIFEST}
+    try:
+        entries = os.listdir(out_dir)
+        if not set(entries) <= own:
+            return
+        manifest_path = os.path.join(out_dir, MANIFEST)
+        if os.path.exists(manifest_path) and os.path.getsize(manifest_path):
+            return
+        for entry in entries:
+            os.unlink(os.path.join(out_dir, entry))
+        os.rmdir(out_dir)
+    except OSError:
+        pass
 
 
 def _run_locked(opts, ctx: dict, jobs: List[Job], label, stderr) -> int:
@@ -1137,7 +1157,7 @@ def _run_locked(opts, ctx: dict, jobs: List[Job], label, stderr) -> int:
                                        output_names(j.name, opts.format, opts.noise))]
     done_ids = {j.index for j in done}
     todo = [j for j in good if j.index not in done_ids]
-    our_files = [n for j in good for n in output_names(j.name, opts.format, opts.noise).values()]
+    our_files = [n for j in good for n in output_names(j.name, opts.format, opts.noise).values()] + [SETTINGS]
     _remove_stale(out_dir, our_files)
     mode = ("scheduler %s" % opts.scheduler if opts.scheduler else
             "local Dask cluster, %d workers%s" % (opts.workers, " on GPUs " + ",".join(opts.gpus) if opts.gpus else "")
@@ -1251,11 +1271,19 @@ def main(argv: Optional[List[str]] = None) -> int:
 
     0: every job's image is done (now or by an earlier run); 1: some job
     failed (each reported on one line of stderr); 2: usage error (one line,
-    ``nanobrag-numba batch: error: ...``); 130: interrupted.
+    ``nanobrag-numba batch: error: ...``); 130: interrupted (Ctrl-C); 143:
+    terminated (SIGTERM).  Interrupted or terminated, the batch removes its
+    temporary files; a rerun finishes it.
     """
+    from .io.atomic import Terminated, sigterm_as_exception
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
-        return run(argv)
+        with sigterm_as_exception():
+            return run(argv)
+    except Terminated:
+        sys.stdout.flush()
+        print("%s: terminated (rerun the same command to finish the batch)" % PROG, file=sys.stderr)
+        return 143
     except NanoBraggError as exc:
         sys.stdout.flush()
         print("%s: error: %s" % (PROG, exc), file=sys.stderr)

@@ -668,47 +668,80 @@ def _roi_only(prep, out):
     return out
 
 
-def write_outputs(prep: Prepared, image: Image, log: Callable[[str], None] = print):
-    """Write C's files (float, int, PGM, noise) and print C's statistics."""
+def write_outputs(prep: Prepared, image: Image, log: Callable[[str], None] = print, fdump=None):
+    """Write C's files (float, int, PGM, noise) and print C's statistics.
+
+    Every file is written all together or not at all: the regular files are
+    staged as temporaries next to their destinations and renamed into place
+    only once every one of them has been written (see
+    :func:`nanobrag_numba.io.atomic.output_transaction`), so an error or an
+    interrupt while writing leaves none of this run's outputs and no
+    temporary file.  Devices and pipes (``/dev/null``, a FIFO) are written in
+    place.  Outputs that name an input or each other are refused before
+    anything is written.
+
+    Parameters
+    ----------
+    prep, image
+        The prepared run and its rendered image.
+    log : callable
+        Receives C's report lines.
+    fdump : tuple (path, HKLTable), optional
+        The structure-factor cache to write with the images (the command
+        line's ``Fdump.bin``); a ``prep.fdump`` left by ``prepare`` is used
+        when this is not given.  As in C, a dump that cannot be written is a
+        warning, not an error.
+    """
+    from .io.atomic import output_transaction
     from .io.images import write_float_image, write_pgm
     from .io.smv import format_smv_header, write_smv
     cfg, det = prep.cfg, prep.det
+    if fdump is None:
+        fdump = getattr(prep, "fdump", None)
+    _check_files(cfg, fdump[0] if fdump is not None else None)
     img = image.floatimage
-    log("")
-    log("solid angle subtended by detector = %g steradian ( %g%% sphere)"
-        % (image.omega_sum / prep.steps, 100 * image.omega_sum / prep.steps / 4 / math.pi))
-    st = image_stats(prep, img)
-    npix = det.fpixels * det.spixels
-    if cfg.floatfile:
-        log("writing %s as %d 4-byte floats" % (cfg.floatfile, npix))
-        write_float_image(cfg.floatfile, img)
-    log("max_I = %g  at %g %g" % (st.max_I, st.max_I_x, st.max_I_y))
-    log("mean= %g rms= %g rmsd= %g" % (st.mean, st.rms, st.rmsd))
-    scale = cfg.intfile_scale
-    if scale <= 0.0:
-        scale = 1.0
-        if st.max_I > 0.0:
-            scale = 55000.0 / st.max_I
-    log("intfile_scale = %g" % scale)
-    if cfg.intfile:
-        log("writing %s as 2-byte integers" % cfg.intfile)
-        header = format_smv_header(**smv_header_values(det, cfg.lambda0, cfg.phi0, prep.sampling.osc, False))
-        write_smv(cfg.intfile, int_image(prep, img, scale), header)
-    if cfg.write_pgm and cfg.pgmfile:
-        pgm_scale = cfg.pgm_scale
-        if pgm_scale <= 0.0:
-            pgm_scale = scale
-            if st.rmsd > 0.0:
-                pgm_scale = 250.0 / (5.0 * st.rmsd)
-        log("pgm_scale = %g" % pgm_scale)
-        log("writing %s as 1-byte integers" % cfg.pgmfile)
-        write_pgm(cfg.pgmfile, pgm_image(prep, img, pgm_scale), pgm_scale)
-    if cfg.calculate_noise and cfg.noisefile:
-        noise, photons, overloads = prep.crand.noise(img, det.roi, cfg.adc_offset, cfg.seed)
-        log("%.0f photons on noise image (%d overloads)" % (photons, overloads))
-        log("writing %s as 2-byte integers" % cfg.noisefile)
-        header = format_smv_header(**smv_header_values(det, cfg.lambda0, cfg.phi0, prep.sampling.osc, True))
-        write_smv(cfg.noisefile, noise, header)
+    with output_transaction():
+        if fdump is not None:
+            from .io import hkl as hklio
+            try:
+                hklio.write_fdump(fdump[0], fdump[1])
+            except NanoBraggError:
+                log("WARNING: unable to open dump file: %s" % fdump[0])
+        log("")
+        log("solid angle subtended by detector = %g steradian ( %g%% sphere)"
+            % (image.omega_sum / prep.steps, 100 * image.omega_sum / prep.steps / 4 / math.pi))
+        st = image_stats(prep, img)
+        npix = det.fpixels * det.spixels
+        if cfg.floatfile:
+            log("writing %s as %d 4-byte floats" % (cfg.floatfile, npix))
+            write_float_image(cfg.floatfile, img)
+        log("max_I = %g  at %g %g" % (st.max_I, st.max_I_x, st.max_I_y))
+        log("mean= %g rms= %g rmsd= %g" % (st.mean, st.rms, st.rmsd))
+        scale = cfg.intfile_scale
+        if scale <= 0.0:
+            scale = 1.0
+            if st.max_I > 0.0:
+                scale = 55000.0 / st.max_I
+        log("intfile_scale = %g" % scale)
+        if cfg.intfile:
+            log("writing %s as 2-byte integers" % cfg.intfile)
+            header = format_smv_header(**smv_header_values(det, cfg.lambda0, cfg.phi0, prep.sampling.osc, False))
+            write_smv(cfg.intfile, int_image(prep, img, scale), header)
+        if cfg.write_pgm and cfg.pgmfile:
+            pgm_scale = cfg.pgm_scale
+            if pgm_scale <= 0.0:
+                pgm_scale = scale
+                if st.rmsd > 0.0:
+                    pgm_scale = 250.0 / (5.0 * st.rmsd)
+            log("pgm_scale = %g" % pgm_scale)
+            log("writing %s as 1-byte integers" % cfg.pgmfile)
+            write_pgm(cfg.pgmfile, pgm_image(prep, img, pgm_scale), pgm_scale)
+        if cfg.calculate_noise and cfg.noisefile:
+            noise, photons, overloads = prep.crand.noise(img, det.roi, cfg.adc_offset, cfg.seed)
+            log("%.0f photons on noise image (%d overloads)" % (photons, overloads))
+            log("writing %s as 2-byte integers" % cfg.noisefile)
+            header = format_smv_header(**smv_header_values(det, cfg.lambda0, cfg.phi0, prep.sampling.osc, True))
+            write_smv(cfg.noisefile, noise, header)
     return st
 
 
@@ -729,27 +762,110 @@ def print_notes(prep: Prepared, image: Optional[Image] = None, out=None):
             print("note: %s; -c_quirks restores C's behaviour (%s)" % (text, key), file=out)
 
 
+# the files a run writes and reads, with the flag that names each (for write_outputs' checks)
+_OUTPUT_FLAGS = (("-floatfile", "floatfile"), ("-intfile", "intfile"), ("-pgmfile", "pgmfile"),
+                 ("-noisefile", "noisefile"))
+_INPUT_FLAGS = (("-hkl", "hklfile"), ("-mat", "matfile"), ("-mask", "maskfile"), ("-img", "imgfile"),
+                ("-sourcefile", "sourcefile"), ("-stol", "stolfile"))
+_SEED_MAX = 2 ** 63 - 1       # C's generator state is -seed in a 64-bit long
+
+
+def _output_files(cfg: Config, dumpfile: Optional[str]):
+    """(flag, path) of every file ``write_outputs`` writes for ``cfg``."""
+    outs = [("-dump", dumpfile)] if dumpfile else []
+    for flag, name in _OUTPUT_FLAGS:
+        path = getattr(cfg, name)
+        if not path or (name == "pgmfile" and not cfg.write_pgm) or (name == "noisefile" and not cfg.calculate_noise):
+            continue
+        outs.append((flag, path))
+    return outs
+
+
+def _input_files(cfg: Config):
+    """(flag, path) of every file the run reads (the dump when it is read instead of -hkl)."""
+    ins = [(flag, getattr(cfg, name)) for flag, name in _INPUT_FLAGS if getattr(cfg, name)]
+    if cfg.hklfile is None and cfg.dumpfile and os.path.exists(cfg.dumpfile):
+        ins.append(("-dump", cfg.dumpfile))
+    return ins
+
+
+def _check_files(cfg: Config, dumpfile: Optional[str]):
+    """Every check of the outputs that can be made before anything is written."""
+    from .io.atomic import check_outputs
+    if cfg.calculate_noise and cfg.noisefile and cfg.seed is not None and abs(int(cfg.seed)) > _SEED_MAX:
+        raise NanoBraggError("-seed is out of range: the noise seed must lie within +-%d (C keeps -seed "
+                             "in a 64-bit long)" % _SEED_MAX)
+    check_outputs(_output_files(cfg, dumpfile), _input_files(cfg), warn_only=("-dump",))
+
+
+def _output_sizes(prep: Prepared, fdump):
+    """(flag, path, bytes) of every output, for the free-space check."""
+    npix = prep.det.fpixels * prep.det.spixels
+    per_pixel = {"-floatfile": 4, "-intfile": 2, "-pgmfile": 1, "-noisefile": 2}
+    sizes = [(flag, path, npix * per_pixel[flag] + 1024)
+             for flag, path in _output_files(prep.cfg, None)]
+    if fdump is not None:
+        sizes.append(("-dump", fdump[0], fdump[1].F.nbytes + 64))
+    return sizes
+
+
 def run_command_line(cfg: Config) -> int:
-    """Everything ``nanobrag-numba FLAGS`` does; returns the exit status."""
-    log = print
-    prep = prepare(cfg, log)
-    from . import backends
-    backend = backends.choose(cfg.device)
-    backends.check_precision(backend, cfg.precision)
-    log("rendering on %s%s" % (backends.describe(backend),
-                              ", single precision" if cfg.precision == "single" else ""))
-    progress = None
-    if cfg.progress:
-        progress = lambda pct: (print("%d%% done" % pct), sys.stdout.flush())  # noqa: E731
-    image = render(prep, backend, progress=progress)
-    print_notes(prep, image)
-    if cfg.printout or cfg.trace_pixel is not None:
-        from . import trace
-        trace.report(prep, image, log)
-    if image.first_oob is not None:
-        _warn_interpolation(prep, image, log)
-    write_outputs(prep, image, log)
-    return 0
+    """Everything ``nanobrag-numba FLAGS`` does; returns the exit status.
+
+    Every check of the outputs (a file that is an input or another output, a
+    missing or read-only folder, the noise seed's range) runs before the HKL
+    file is read, the free space is checked before rendering, and the images
+    and ``Fdump.bin`` are written together at the end (all or none of them).
+    Temporaries of our naming that a killed run left next to the outputs are
+    removed first.  SIGTERM is handled like Ctrl-C: the temporaries are
+    removed and the exit status is 143 with one line ``terminated``.
+    """
+    from .io.atomic import Terminated, check_free_space, remove_stale_temporaries, sigterm_as_exception
+    try:
+        with sigterm_as_exception():
+            dumpfile = cfg.dumpfile if cfg.hklfile is not None else None
+            _check_files(cfg, dumpfile)
+            for _flag, path in _output_files(cfg, dumpfile):
+                target = os.path.realpath(path)
+                remove_stale_temporaries(os.path.dirname(target), [os.path.basename(target)])
+
+            def log(line, _reread="re-reading %s" % cfg.hklfile):
+                print(line)
+                if dumpfile is not None and line == _reread:
+                    # C's line; the file itself is written with the images (an error before then leaves none)
+                    print("writing dump file for next time: %s" % dumpfile)
+
+            prep = prepare(cfg, log, write_dump=False)
+            log = print
+            fdump = getattr(prep, "fdump", None)
+            if fdump is None and dumpfile is not None and prep.hkls:
+                from .io.hkl import HKLTable
+                fdump = (dumpfile, HKLTable(*prep.hkl_bounds, F=prep.Fhkl, hkls=prep.hkls))
+            check_free_space(_output_sizes(prep, fdump))
+            from . import backends
+            backend = backends.choose(cfg.device)
+            backends.check_precision(backend, cfg.precision)
+            log("rendering on %s%s" % (backends.describe(backend),
+                                      ", single precision" if cfg.precision == "single" else ""))
+            progress = None
+            if cfg.progress:
+                progress = lambda pct: (print("%d%% done" % pct), sys.stdout.flush())  # noqa: E731
+            image = render(prep, backend, progress=progress)
+            print_notes(prep, image)
+            if cfg.printout or cfg.trace_pixel is not None:
+                from . import trace
+                trace.report(prep, image, log)
+            if image.first_oob is not None:
+                _warn_interpolation(prep, image, log)
+            write_outputs(prep, image, log, fdump=fdump)
+            return 0
+    except Terminated:
+        try:
+            sys.stdout.flush()
+        except (OSError, ValueError):
+            pass
+        print("nanobrag-numba: terminated", file=sys.stderr)
+        return 143
 
 
 def _warn_interpolation(prep: Prepared, image: Image, log):
