@@ -67,6 +67,11 @@ def _int(flag, text):
     return int(v)
 
 
+def _show(word):
+    """A command-line word as messages show it: as is, or quoted when it has odd characters."""
+    return word if word.isprintable() and word.strip() == word and word else repr(word)
+
+
 def _atof(text):
     """C's atof: the longest numeric prefix, 0.0 when there is none."""
     m = re.match(r"\s*[-+]?(\d+\.?\d*([eE][-+]?\d+)?|\.\d+([eE][-+]?\d+)?|inf|nan)", text, re.I)
@@ -86,10 +91,10 @@ class Ctx:
     lenient: bool = False     # C's atof/atoi (an emulated -c_quirks collision)
 
     def num(self, text):
-        return _atof(text) if self.lenient else _num(self.word, text)
+        return _atof(text) if self.lenient else _num(_show(self.word), text)
 
     def int(self, text):
-        return _atoi(text) if self.lenient else _int(self.word, text)
+        return _atoi(text) if self.lenient else _int(_show(self.word), text)
 
 
 def _convert(conv: str, v: float) -> float:
@@ -259,9 +264,12 @@ def _apply_detector_abs(cfg, vals, ctx):
     if "inf" in text or ctx.num(text) == 0.0:
         cfg.detector_thick = 0.0
         cfg.detector_mu = 0.0
-        cfg.noop_flags = cfg.noop_flags + ("%s %s" % (ctx.word, text),)
+        cfg.noop_flags = cfg.noop_flags + ("%s %s" % (_show(ctx.word), _show(text)),)
     else:
-        cfg.detector_mu = 1.0 / (ctx.num(text) * 1e-6)
+        depth = ctx.num(text) * 1e-6
+        if depth == 0.0 or not math.isfinite(1.0 / depth):
+            raise NanoBraggError("%s %s: the attenuation depth is too small to use (microns)" % (_show(ctx.word), text))
+        cfg.detector_mu = 1.0 / depth
 
 
 def _apply_energy(cfg, vals, ctx):
@@ -275,7 +283,7 @@ def _noop(check_number):
     def apply(cfg, vals, ctx):
         if check_number:
             ctx.num(vals[0])
-        cfg.noop_flags = cfg.noop_flags + (ctx.word,)
+        cfg.noop_flags = cfg.noop_flags + (_show(ctx.word),)
     return apply
 
 
@@ -536,7 +544,7 @@ NOOP = {f.name for f in TABLE if f.group == N_}
 COLLISIONS = {("-twotheta_axis", "-twotheta"): "twotheta_axis_substring",
               ("-misset_seed", "-misset"): "misset_seed_substring"}
 
-SUBCOMMANDS = (("example", "render a built-in example (writes its own P1.hkl); 'example -h' for more"),
+SUBCOMMANDS = (("example", "render a built-in example (writes example.hkl, then C's four files; 'example -h')"),
                ("batch", "render many images from one base command line ('batch -h', docs/batch.md)"),
                ("compare", "compare our images with another program's or files ('compare -h')"))
 
@@ -582,12 +590,14 @@ def scan(argv: List[str], quirks: bool):
     argv = list(argv)
     argc = len(argv)
     events: List[Event] = []
-    notes: List[str] = []
+    notes: List[Tuple[int, str]] = []
     hits: List[str] = []
     used = set()              # indices read as values
+    folded = set()            # stray words reported with the unknown flag before them
     for i, word in enumerate(argv):
         if not word.startswith("-"):
             continue
+        w = _show(word)
         matched = [f for f in TABLE if f.matches(word)]
         names = {f.name for f in matched}
         fired = []            # rows applied for this word (not counting dropped collisions)
@@ -620,7 +630,7 @@ def scan(argv: List[str], quirks: bool):
             else:
                 if left < f.need:
                     if f.past_end:
-                        raise NanoBraggError("%s needs a value (C reads past the end of the command line)" % word)
+                        raise NanoBraggError("%s needs a value (C reads past the end of the command line)" % w)
                     if collateral is None:
                         missing.append(f)
                     continue
@@ -639,23 +649,39 @@ def scan(argv: List[str], quirks: bool):
         if word in HELP_WORDS or word == "--version":
             continue
         for f in missing:
-            notes.append("%s needs %s after it but the command line ends: C ignores it, no effect"
-                         % (word, _values_text(f)))
+            rest = [k for k in range(i + 1, argc) if not argv[k].startswith("-") and k not in used]
+            folded.update(rest)
+            skipped = " and skips %s" % " ".join(repr(argv[k]) for k in rest) if rest else ""
+            _note(notes, i, "%s needs %s after it but the command line ends: C ignores it%s, no effect"
+                  % (w, _values_text(f), skipped))
         if fired and word not in ALIASES:
             shown = [f.name for f in fired]
-            if word == "-pix0_vector_mm":
-                notes.append("-pix0_vector_mm read as -pix0_vector with the values in mm (divided by 1000); "
+            if word == "-pix0_vector_mm" and quirks:
+                _note(notes, i, "-pix0_vector_mm read as -pix0_vector with the values in metres, as C reads them "
+                             "(-c_quirks; without it the values are mm)")
+            elif word == "-pix0_vector_mm":
+                _note(notes, i, "-pix0_vector_mm read as -pix0_vector with the values in mm (divided by 1000); "
                              "C matches flag names by substring and reads metres (-c_quirks)")
             else:
-                notes.append("%s read as %s (C matches flag names by substring)" % (word, " and ".join(shown)))
+                _note(notes, i, "%s read as %s (C matches flag names by substring)" % (w, " and ".join(shown)))
         elif not matched and i not in used:
-            hint = _hint(word)
-            notes.append("unknown flag %s has no effect (C ignores it%s)" % (word, "; " + hint if hint else ""))
+            hint = "; " + _hint(word) if _hint(word) else ""
+            if i + 1 < argc and not argv[i + 1].startswith("-") and i + 1 not in used:
+                folded.add(i + 1)     # its would-be value: one note for both
+                _note(notes, i, "unknown flag %s %s has no effect (C ignores the flag and skips %r%s)"
+                      % (w, _show(argv[i + 1]), argv[i + 1], hint))
+            else:
+                _note(notes, i, "unknown flag %s has no effect (C ignores it%s)" % (w, hint))
     for i, word in enumerate(argv):
-        if not word.startswith("-") and i not in used:
-            before = "after %s " % argv[i - 1] if i > 0 else ""
-            notes.append("%r %sis not the value of any flag: C skips it, no effect" % (word, before))
-    return events, notes, hits
+        if not word.startswith("-") and i not in used and i not in folded:
+            before = "after %s " % _show(argv[i - 1]) if i > 0 else ""
+            _note(notes, i, "%r %sis not the value of any flag: C skips it, no effect" % (word, before))
+    notes.sort(key=lambda n: n[0])      # in command-line order
+    return events, [text for _, text in notes], hits
+
+
+def _note(notes, pos, text):
+    notes.append((pos, text))
 
 
 def _values_text(f):
