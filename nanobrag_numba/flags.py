@@ -685,6 +685,8 @@ def _note(notes, pos, text):
 
 
 def _values_text(f):
+    if f.nargs == 0:
+        return "a word (any, unused)"
     if f.nargs == "misset":
         return "3 angles or 'random'"
     if f.nargs == "cell":

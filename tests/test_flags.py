@@ -314,3 +314,9 @@ def test_tiny_attenuation_depth_is_an_error_not_a_traceback():
     # found by the fuzz: 5e-324 microns underflows to 0 m and C divides by it
     with pytest.raises(NanoBraggError, match="too small"):
         parse_args(BASE + ["-detector_abs", "5e-324"])
+
+
+def test_curved_det_needs_a_following_word_as_in_c():
+    assert parse_args(BASE + ["-curved_det", "-nonoise"]).curved_detector
+    last = parse_args(BASE + ["-curved_det"])
+    assert not last.curved_detector and "a word (any, unused)" in last.parse_notes[0]
