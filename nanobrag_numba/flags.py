@@ -622,10 +622,10 @@ def scan(argv: List[str], quirks: bool):
                     missing.append(f)
                     continue
                 vals = []
-                for w in argv[i + 1:i + 7]:
-                    if w.startswith("-"):
+                for v in argv[i + 1:i + 7]:
+                    if v.startswith("-"):
                         break
-                    vals.append(w)
+                    vals.append(v)
                 stop = False
             else:
                 if left < f.need:

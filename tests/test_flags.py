@@ -320,3 +320,9 @@ def test_curved_det_needs_a_following_word_as_in_c():
     assert parse_args(BASE + ["-curved_det", "-nonoise"]).curved_detector
     last = parse_args(BASE + ["-curved_det"])
     assert not last.curved_detector and "a word (any, unused)" in last.parse_notes[0]
+
+
+def test_note_names_the_word_given_for_a_cell_spelling():
+    cfg = parse_args(["-default_F", "1", "-cellx", "40", "42", "45", "90", "90", "90"])
+    assert cfg.cell[:3] == (40.0, 42.0, 45.0)
+    assert cfg.parse_notes == ("-cellx read as -cell (C matches flag names by substring)",)
