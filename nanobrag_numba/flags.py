@@ -845,7 +845,7 @@ def markdown() -> str:
            "",
            "With `-strict` each of these notes is an error (exit status 2). Values that C reads with ",
            "`atof`/`atoi` must be numbers (C reads `-distance abc` as 0; we refuse it). Negative numbers ",
-           "(`-phi -5`, `-1e-5`) are values. The flags after `-cell` are the words up to the next one ",
+           "(`-phi -5`, `-1e-5`) are values. The values of `-cell` are the words up to the next one ",
            "starting with `-` (at most 6).",
            "",
            "Two substring collisions change images and are corrected unless `-c_quirks` is given (a note ",
@@ -878,7 +878,7 @@ def markdown() -> str:
     for name, text in SUBCOMMANDS:
         out.append("* `%s %s`: %s" % (PROG, name, text))
     out.append("")
-    return "\n".join(out)
+    return "\n".join(line.rstrip() for line in out)
 
 
 def main(argv=None):
