@@ -626,7 +626,7 @@ def scan(argv: List[str], quirks: bool):
                     if v.startswith("-"):
                         break
                     vals.append(v)
-                stop = False
+                stop = len(vals) < 6      # C's `continue` when it runs out of values
             else:
                 if left < f.need:
                     if f.past_end:

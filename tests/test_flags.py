@@ -332,3 +332,11 @@ def test_note_names_the_word_given_for_a_cell_spelling():
     cfg = parse_args(["-default_F", "1", "-cellx", "40", "42", "45", "90", "90", "90"])
     assert cfg.cell[:3] == (40.0, 42.0, 45.0)
     assert cfg.parse_notes == ("-cellx read as -cell (C matches flag names by substring)",)
+
+
+def test_cell_with_fewer_than_six_values_ends_the_checks_of_its_word():
+    # C `continue`s out of -cell when the values run out: "-cell-mat" is then not also -mat
+    short = parse_args(["-default_F", "1", "-cell-mat", "40", "-hkl", "x"])
+    assert short.cell[0] == 40.0 and short.matfile is None
+    full = parse_args(["-default_F", "1", "-cell-mat", "40", "40", "40", "90", "90", "90"])
+    assert full.matfile == "40" and "-cell and -mat" in full.parse_notes[0]
