@@ -570,7 +570,7 @@ def base_config(words: List[str]) -> Config:
         For bad flags, flags that make no sense in a batch (output files,
         printouts, tracing), and input files that do not exist.
     """
-    from .cli import ALIASES
+    from .flags import ALIASES
     for w in words:
         if ALIASES.get(w) in NOT_IN_BASE:
             raise NanoBraggError("%s has no meaning in a batch: the batch writes its own files (--format, "

@@ -524,7 +524,7 @@ class _Chdir:
 
 def render_ours(flags: Sequence[str], workdir: str):
     """Set up and render our image in ``workdir`` (quietly); returns ``(prep, image)``."""
-    from .cli import parse_args
+    from .flags import parse_args
     from .simulator import prepare, render
     with _Chdir(workdir):
         cfg = parse_args(list(flags))

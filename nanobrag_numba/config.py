@@ -160,6 +160,7 @@ class Config:
     precision: str = "double"              # double | single
     noop_flags: Tuple[str, ...] = ()       # flags C accepts but ignores
     quirk_hits: Tuple[str, ...] = ()       # parser-level quirks that fired
+    parse_notes: Tuple[str, ...] = ()      # the command line's notes (spellings, ignored words)
 
     def replace(self, **changes) -> "Config":
         """Return a copy with some fields changed (``dataclasses.replace``)."""
@@ -177,10 +178,22 @@ class Config:
         ``Config.from_args(["-hkl", "P1.hkl", "-cell", "40", "42", "45", "90", "90", "90"])``
         gives the configuration the command line would use (same defaults,
         same flag order semantics; errors raise :class:`NanoBraggError`).
+        The parser's notes (a spelling C matches by substring, a word C
+        ignores) are in ``parse_notes``; ``-strict`` makes them errors.
+        ``-h`` and ``--version`` raise :class:`NanoBraggError`: the flag list
+        is ``nanobrag_numba.flags.help_text()``.
         """
         import shlex
-        from .cli import parse_args
-        return parse_args(shlex.split(args) if isinstance(args, str) else list(args))
+        from .errors import NanoBraggError
+        from .flags import parse_args
+        if isinstance(args, str):
+            try:
+                words = shlex.split(args)
+            except ValueError as exc:
+                raise NanoBraggError("cannot split the flags %r: %s" % (args, exc)) from None
+        else:
+            words = list(args)
+        return parse_args(words)
 
     def validate(self) -> None:
         """Reject settings that no image can be made from (clear messages)."""

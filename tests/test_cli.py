@@ -59,8 +59,18 @@ def test_impossible_cell(workdir, capsys):
 
 
 def test_unknown_flag_is_named(workdir, capsys):
-    msg = run_error(["-hkl", "ok.hkl", "-dispstep", "3"] + GOOD, capsys)
-    assert "-dispstep" in msg and "did you mean -dispsteps" in msg
+    # C ignores -dispstep (and skips the 3): a note by default, an error under -strict
+    msg = run_error(["-hkl", "ok.hkl", "-dispstep", "3", "-strict"] + GOOD, capsys)
+    assert "-dispstep" in msg and "did you mean -dispsteps" in msg and "-strict" in msg
+    assert files(workdir) == ["ok.hkl"]
+
+
+def test_unknown_flag_is_a_note_without_strict(workdir, capsys):
+    assert main(["-hkl", "ok.hkl", "-dispstep", "3"] + GOOD) == 0
+    out = capsys.readouterr().out
+    notes = [ln for ln in out.splitlines() if ln.startswith("note: unknown flag -dispstep")]
+    assert len(notes) == 1 and "did you mean -dispsteps" in notes[0]
+    assert "skips '3'" in notes[0]
 
 
 def test_negative_detpixels(workdir, capsys):
@@ -86,10 +96,11 @@ def test_cuda_without_gpu_is_an_error(workdir, capsys, monkeypatch):
 
 
 def test_error_as_a_subprocess_has_no_traceback(workdir):
-    p = subprocess.run([sys.executable, "-m", "nanobrag_numba", "-hkl", "ok.hkl", "-frobnicate"],
+    p = subprocess.run([sys.executable, "-m", "nanobrag_numba", "-hkl", "ok.hkl", "-frobnicate", "-strict"],
                        capture_output=True, text=True)
     assert p.returncode == 2
-    assert p.stderr.strip() == "nanobrag-numba: error: unknown flag -frobnicate"
+    assert p.stderr.startswith("nanobrag-numba: error: unknown flag -frobnicate has no effect")
+    assert len(p.stderr.strip().splitlines()) == 1
     assert "Traceback" not in p.stdout + p.stderr
 
 
@@ -131,6 +142,6 @@ def test_quirk_substrings_only_with_c_quirks():
 
 
 def test_help_is_fast_and_imports_no_numba():
-    code = "import sys; from nanobrag_numba.cli import build_parser; build_parser(); print('numba' in sys.modules)"
+    code = "import sys; from nanobrag_numba.cli import help_text; help_text(); print('numba' in sys.modules)"
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert p.stdout.strip() == "False"
