@@ -74,6 +74,7 @@ NOT_PER_JOB = {
     "trace_pixel": "tracing is not available in a batch (use -trace_pixel on one image)",
     "noop_flags": "internal field",
     "quirk_hits": "internal field",
+    "parse_notes": "internal field",
 }
 # Flags of the base command line that have no meaning in a batch.
 NOT_IN_BASE = ("-floatfile", "-intfile", "-noisefile", "-pgmfile", "-pgmscale", "-printout",
@@ -1099,6 +1100,8 @@ def run(argv: List[str], stderr=None) -> int:
     stderr = stderr or sys.stderr
     opts = parse_options(argv)
     base = base_config(opts.base)
+    for text in base.parse_notes:       # spellings read as C reads them, words C ignores
+        print("%s: note: %s" % (PROG, text), file=stderr)
     jobs, label = build_jobs(opts, base)
     ctx = {"config": base, "device": base.device, "out": os.path.abspath(opts.out), "format": opts.format,
            "noise": bool(opts.noise), "flags": list(opts.base), "numba_threads": opts.numba_threads}

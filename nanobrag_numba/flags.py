@@ -89,6 +89,7 @@ class Ctx:
 
     word: str                 # the spelling on the command line
     lenient: bool = False     # C's atof/atoi (an emulated -c_quirks collision)
+    notes: list = field(default_factory=list)   # notes found while applying (a value C ignores)
 
     def num(self, text):
         return _atof(text) if self.lenient else _num(_show(self.word), text)
@@ -237,7 +238,10 @@ def _apply_misset(cfg, vals, ctx):
 def _apply_pivot(cfg, vals, ctx):
     word = vals[0]
     if "sample" not in word and "beam" not in word:
-        raise NanoBraggError("-pivot takes 'beam' or 'sample', got %r" % word)
+        # C looks for the lower-case words only; anything else leaves the pivot as it was
+        ctx.notes.append("%s %s has no effect: C sets the pivot only for a word containing 'beam' or 'sample' "
+                         "(lower case)" % (_show(ctx.word), _show(word)))
+        return
     if "sample" in word:
         cfg.pivot = "SAMPLE"
     if "beam" in word:
@@ -357,7 +361,7 @@ _f("-Yclose", D_, "near point (mm), convention's Y", fields=("Yclose",), conv="/
 _f("-ORGX", D_, "XDS origin along fast (pixels)", fields=("ORGX",), sets=(("pivot", "SAMPLE"),), metavar="PIX")
 _f("-ORGY", D_, "XDS origin along slow (pixels)", fields=("ORGY",), sets=(("pivot", "SAMPLE"),), metavar="PIX")
 _f("-pivot", D_, "detector pivot: beam or sample", kind="str", apply=_apply_pivot, metavar="WHERE",
-   doc="pivot = SAMPLE if 'sample' is in the word, then BEAM if 'beam' is (anything else: an error)")
+   doc="pivot = SAMPLE if 'sample' is in the word, then BEAM if 'beam' is (anything else: no effect, a note)")
 _f("-mosflm", D_, "MOSFLM convention (the default)", nargs=0, sets=(("convention", "MOSFLM"), ("pivot", "BEAM")))
 _f("-xds", D_, "XDS convention", nargs=0, sets=(("convention", "XDS"), ("pivot", "SAMPLE")))
 _f("-adxv", D_, "ADXV convention", nargs=0, sets=(("convention", "ADXV"), ("pivot", "BEAM")))
@@ -695,9 +699,9 @@ def _values_text(f):
     return "%d value%s" % (n, "s" if n != 1 else "")
 
 
-def _apply(cfg: Config, ev: Event):
+def _apply(cfg: Config, ev: Event, notes: list):
     f, vals = ev.flag, ev.vals
-    ctx = Ctx(ev.word, lenient=ev.lenient)
+    ctx = Ctx(ev.word, lenient=ev.lenient, notes=notes)
     if f.apply is not None:
         f.apply(cfg, vals, ctx)
     elif f.fields:
@@ -759,8 +763,12 @@ def parse_args(argv, open_files: bool = True) -> Config:
                 apply_header_defaults(cfg, files[-1], mask=(kind == "-mask"))
             else:
                 setattr(cfg, "maskfile" if kind == "-mask" else "imgfile", files[-1])
+    value_notes = []
     for ev in events:
-        _apply(cfg, ev)
+        _apply(cfg, ev, value_notes)
+    if strict and value_notes:
+        raise NanoBraggError("%s (refused under -strict)" % value_notes[0])
+    notes = notes + value_notes
     cfg.quirk_hits = cfg.quirk_hits + tuple(hits)
     cfg.parse_notes = tuple(notes)
     cfg.validate()

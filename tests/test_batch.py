@@ -480,3 +480,15 @@ def test_stale_noise_temporaries_are_removed(hkl, tmp_path):
     other.write_bytes(b"not ours")
     assert batch.main(args) == 0
     assert not stale.exists() and other.exists()
+
+
+def test_base_flags_with_a_c_spelling_run_with_a_note(tmp_path, capsys):
+    # -matrix is C's -mat (substring match); the batch says how it read it
+    from nanobrag_numba.batch import main as batch_main
+    mat = tmp_path / "A.mat"
+    mat.write_text("-0.0122 0.0025 0.0001\n0.0013 0.0128 -0.0035\n0.0004 0.0011 0.0230\n0 0 0\n0 0 0\n")
+    rc = batch_main(["--phi-series", "0", "1", "1", "--out", str(tmp_path / "o"), "--quiet", "--",
+                     "-default_F", "10", "-matrix", str(mat), "-N", "2", "-detpixels", "8", "-noprogress"])
+    err = capsys.readouterr().err
+    assert rc == 0, err
+    assert "note: -matrix read as -mat" in err

@@ -340,3 +340,14 @@ def test_cell_with_fewer_than_six_values_ends_the_checks_of_its_word():
     assert short.cell[0] == 40.0 and short.matfile is None
     full = parse_args(["-default_F", "1", "-cell-mat", "40", "40", "40", "90", "90", "90"])
     assert full.matfile == "40" and "-cell and -mat" in full.parse_notes[0]
+
+
+def test_pivot_word_without_beam_or_sample_changes_nothing_as_in_c():
+    # C: strstr(value, "sample") / strstr(value, "beam"), case-sensitive; any other word leaves the pivot
+    base = "-default_F 1 -cell 40 40 40 90 90 90 -twotheta 10".split()
+    cfg = parse_args(base + ["-pivot", "BEAM"])
+    assert cfg.pivot == "SAMPLE"
+    assert any("-pivot BEAM has no effect" in n for n in cfg.parse_notes)
+    assert parse_args(base + ["-pivot", "beam"]).pivot == "BEAM"
+    with pytest.raises(NanoBraggError, match="refused under -strict"):
+        parse_args(base + ["-pivot", "BEAM", "-strict"])
