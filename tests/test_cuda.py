@@ -164,6 +164,7 @@ def render_single_on_cpu(prep):
 DEFAULT_CASES = [c for c in golden.cases() if c["c_quirk"] not in golden.CORRECTED]
 
 
+@pytest.mark.slow                       # compiles the float32 physics for the CPU (not cached): about a minute
 @pytest.mark.golden
 @pytest.mark.parametrize("case", DEFAULT_CASES or [None], ids=[c["id"] for c in DEFAULT_CASES] or ["no-data"])
 def test_single_precision_physics_keeps_correlation_with_c(case, tmp_path, monkeypatch):

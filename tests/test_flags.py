@@ -297,7 +297,6 @@ def test_there_are_enough_outside_commands():
     assert 20 <= len(outside_commands()) <= 40
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("line", [0, 4, 14])
 def test_outside_command_lines_render(line, tmp_path, monkeypatch, capsys):
     words = outside_commands()[line].values[0]
