@@ -36,6 +36,8 @@ def _write_hkl(path, f_text=None):
 
 @pytest.fixture
 def workdir(tmp_path, monkeypatch):
+    from nanobrag_numba.kernels import _cache
+    monkeypatch.setattr(_cache, "_announced", True)   # no compile note, whatever the state of the cache
     monkeypatch.chdir(tmp_path)
     _write_hkl(tmp_path / "P1.hkl")
     return tmp_path
