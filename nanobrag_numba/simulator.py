@@ -416,9 +416,10 @@ def memory_bytes() -> Optional[int]:
 
 #: bytes per pixel of the kernel's work arrays: rows, oob index, float image and its copies
 PIXEL_BYTES = 6 * 8 + 8 + 4 * 4
-#: bytes per entry while the tables are built (Python objects included), measured on CPython 3
-SOURCE_BYTES = 256          # a source: its row of Python floats, the float64[4] table row, weight, GPU copy
-PHI_BYTES = 512             # a phi step: its angle, its rotated cell (9 Python floats), the phi maps
+#: peak bytes per entry while the tables are built, Python objects included (tracemalloc, CPython 3.11:
+#: 256 per source with -dispsteps 200000, 584 per phi step with -phisteps 200000)
+SOURCE_BYTES = 256          # a source: its row of Python floats, the float64[4] table row, weight
+PHI_BYTES = 600             # a phi step: its angle, its rotated cell (9 Python floats), the phi maps
 ROTATION_BYTES = 9 * 8      # a (phi step, mosaic domain) pair: 9 float64 of the rotation table
 DOMAIN_BYTES = 9 * 8        # a mosaic domain: its rotation matrix
 
