@@ -5,11 +5,27 @@ in ``cpu.py`` would keep running old code after a change in ``physics.py``.
 Here the source stamp of every function defined in ``kernels/`` is the hash
 of all ``kernels/*.py`` files together.  The cache stays where Numba puts it
 (``__pycache__`` beside the file, or the user-wide cache when that is not
-writable; ``NUMBA_CACHE_DIR`` still wins).
+writable; ``NUMBA_CACHE_DIR`` still wins).  When none of them is writable (a
+read-only install and no writable home) the kernels are compiled in memory
+for this process, with one ``note:`` line, instead of failing with Numba's
+"cannot cache function".
+
+:func:`announce_compile` prints one line to stderr before the first
+compilation when the on-disk cache will not be hit (so that the 30-40 s of
+a first run are not silent), and nothing when it will.
 """
 import glob
 import hashlib
+import inspect
 import os
+import sys
+
+#: what a first run costs (measured: 24 s on one machine, 36-39 s of CPU on a 2-core one)
+COMPILE_SECONDS = 40
+
+#: kernel functions that could not be cached (compiled in memory in this process)
+UNCACHED = []
+_announced = False
 
 KERNELS_DIR = os.path.dirname(os.path.abspath(__file__))
 
@@ -59,3 +75,74 @@ def install():
         return
     at = 1 if classes and classes[0] is caching.UserProvidedCacheLocator else 0
     classes[at:at] = [KernelsInTreeLocator, KernelsUserWideLocator]
+    _install_in_memory_fallback()
+
+
+def _install_in_memory_fallback():
+    """A kernel that no locator can cache is compiled in memory instead of failing."""
+    try:
+        from numba.core.dispatcher import Dispatcher
+    except Exception:  # pragma: no cover - only with an unsupported Numba
+        return
+    if getattr(Dispatcher.enable_caching, "_nanobrag_fallback", False):
+        return
+    original = Dispatcher.enable_caching
+
+    def enable_caching(self):
+        try:
+            original(self)
+        except RuntimeError as exc:
+            if "cannot cache function" not in str(exc) or not _in_kernels(inspect.getfile(self.py_func)):
+                raise
+            UNCACHED.append(self.py_func.__qualname__)   # self._cache stays Numba's NullCache
+
+    enable_caching._nanobrag_fallback = True
+    Dispatcher.enable_caching = enable_caching
+
+
+#: the kernels every plain run compiles (module, function): their cache entries decide
+ENTRY_POINTS = (("cpu", "render_cpu"), ("crand", "mosaic_umats_fill"), ("noise", "noise_image"))
+
+
+def _kernel_dispatchers():
+    """The dispatchers of :data:`ENTRY_POINTS` (imported on demand)."""
+    import importlib
+    return [getattr(importlib.import_module(__package__ + "." + module), name) for module, name in ENTRY_POINTS]
+
+
+def cache_will_hit() -> bool:
+    """True when the kernels of a plain run have on-disk cache entries for the current sources.
+
+    Reads Numba's index file of each kernel (a few small pickles): an entry
+    exists only when it was written by this Numba for this ``SOURCES_HASH``.
+    Kernels already compiled in this process count as hits.
+    """
+    for disp in _kernel_dispatchers():
+        if disp.overloads:
+            continue
+        cache_file = getattr(disp._cache, "_cache_file", None)
+        if cache_file is None:          # NullCache: compiled in memory
+            return False
+        if not cache_file._load_index():
+            return False
+    return True
+
+
+def announce_compile(out=None) -> None:
+    """Print one line to stderr before the kernels compile (once per process), nothing when cached."""
+    global _announced
+    if _announced:
+        return
+    _announced = True
+    out = out or sys.stderr
+    try:
+        hit = cache_will_hit()
+    except Exception:  # a Numba without these internals: say nothing rather than guess
+        return
+    if UNCACHED:
+        print("note: no writable cache directory for the compiled kernels (%s/__pycache__, the user cache, "
+              "NUMBA_CACHE_DIR): compiling them in memory for this run, about %d s"
+              % (KERNELS_DIR, COMPILE_SECONDS), file=out)
+    elif not hit:
+        print("note: compiling kernels, first run only, about %d s" % COMPILE_SECONDS, file=out)
+    out.flush()

@@ -25,6 +25,49 @@ SHAPES = ("SQUARE", "ROUND", "GAUSS", "TOPHAT")
 
 Vec3 = Tuple[float, float, float]
 
+#: C reads the seeds with atoi and stores -N: seeds beyond C's int are refused
+C_INT_MAX = 2 ** 31 - 1
+
+#: (field, flag, factor from SI to the flag's unit) of every number that must be finite
+FINITE_FIELDS = (
+    ("Na", "-Na", 1.0), ("Nb", "-Nb", 1.0), ("Nc", "-Nc", 1.0),
+    ("sample_x", "-samplesize", 1e3), ("sample_y", "-samplesize", 1e3), ("sample_z", "-samplesize", 1e3),
+    ("fudge", "-fudge", 1.0), ("default_F", "-default_F", 1.0),
+    ("dispersion", "-dispersion", 100.0), ("hdivrange", "-hdivrange", 1e3), ("vdivrange", "-vdivrange", 1e3),
+    ("hdivstep", "-hdivstep", 1e3), ("vdivstep", "-vdivstep", 1e3),
+    ("flux", "-flux", 1.0), ("exposure", "-exposure", 1.0), ("beamsize", "-beamsize", 1e3),
+    ("polarization", "-polar", 1.0), ("dmin", "-dmin", 1e10), ("water_size", "-water", 1e6),
+    ("phi0", "-phi", RTD), ("osc", "-osc", RTD), ("phistep", "-phistep", RTD),
+    ("mosaic_spread", "-mosaic", RTD),
+    ("distance", "-distance", 1e3), ("close_distance", "-close_distance", 1e3),
+    ("Xbeam", "-Xbeam", 1e3), ("Ybeam", "-Ybeam", 1e3), ("Xclose", "-Xclose", 1e3), ("Yclose", "-Yclose", 1e3),
+    ("ORGX", "-ORGX", 1.0), ("ORGY", "-ORGY", 1.0),
+    ("detector_twotheta", "-twotheta", RTD), ("detector_rotx", "-detector_rotx", RTD),
+    ("detector_roty", "-detector_roty", RTD), ("detector_rotz", "-detector_rotz", RTD),
+    ("detector_thick", "-detector_thick", 1e6), ("detector_mu", "-detector_abs", 1e6),
+    ("detector_thickstep", "-detector_thickstep", 1e6),
+    ("intfile_scale", "-scale", 1.0), ("pgm_scale", "-pgmscale", 1.0), ("adc_offset", "-adc", 1.0),
+)
+
+#: (field, flag) of every vector
+VECTOR_FIELDS = (
+    ("beam_vector", "-beam_vector"), ("fdet_vector", "-fdet_vector"), ("sdet_vector", "-sdet_vector"),
+    ("odet_vector", "-odet_vector"), ("polar_vector", "-polar_vector"), ("spindle_vector", "-spindle_axis"),
+    ("twotheta_axis", "-twotheta_axis"), ("pix0_vector", "-pix0_vector"), ("misset", "-misset"),
+)
+
+
+def np_integer():
+    import numpy as np
+    return np.integer
+
+
+def _show(v, unit):
+    try:
+        return "%g" % (float(v) * unit)
+    except (TypeError, ValueError, OverflowError):
+        return repr(v)
+
 
 @dataclass
 class Config:
@@ -213,8 +256,8 @@ class Config:
             v = getattr(self, name)
             if not (v > 0.0) or not math.isfinite(v):
                 raise NanoBraggError("%s must be a positive number, got %g" % (flag, v * unit))
-        if self.oversample > 1000:
-            raise NanoBraggError("-oversample %d is unreasonably large" % self.oversample)
+        if self.oversample > 1000:   # crystal.MAX_OVERSAMPLE
+            raise NanoBraggError("-oversample %d is unreasonably large (the limit is 1000)" % self.oversample)
         for name in ("Na", "Nb", "Nc"):
             if getattr(self, name) < 0:
                 raise NanoBraggError("negative crystal size: -%s %g (unit cells)" % (name, getattr(self, name)))
@@ -232,6 +275,40 @@ class Config:
             raise NanoBraggError("fluence must be a finite positive number, got %g" % self.fluence)
         if self.mosaic_domains > 100000:
             raise NanoBraggError("-mosaic_domains %d is unreasonably large" % self.mosaic_domains)
+        self._validate_finite(NanoBraggError)
+        for name, flag in (("seed", "-seed"), ("mosaic_seed", "-mosaic_seed"), ("misset_seed", "-misset_seed")):
+            v = getattr(self, name)
+            if v is None:
+                continue
+            if isinstance(v, bool) or not isinstance(v, (int, np_integer())) and not (
+                    isinstance(v, float) and v.is_integer()):
+                raise NanoBraggError("%s must be a whole number, got %r" % (flag, v))
+            if not -C_INT_MAX <= int(v) <= C_INT_MAX:
+                raise NanoBraggError("%s %d is outside the range of C's int seeds (-%d to %d)"
+                                     % (flag, int(v), C_INT_MAX, C_INT_MAX))
+
+    def _validate_finite(self, NanoBraggError) -> None:
+        """Numbers that must be finite (inf or NaN would give a NaN or blank image)."""
+        for name, flag, unit in FINITE_FIELDS:
+            v = getattr(self, name)
+            if v is None:
+                continue
+            try:
+                ok = math.isfinite(float(v))
+            except (TypeError, ValueError, OverflowError):
+                ok = False
+            if not ok:
+                raise NanoBraggError("%s must be a finite number, got %s" % (flag, _show(v, unit)))
+        for name, flag in VECTOR_FIELDS:
+            v = getattr(self, name)
+            if v is None:
+                continue
+            try:
+                ok = len(v) == 3 and all(math.isfinite(float(x)) for x in v)
+            except (TypeError, ValueError, OverflowError):
+                ok = False
+            if not ok:
+                raise NanoBraggError("%s must be three finite numbers, got %r" % (flag, v))
 
 
 def apply_header_defaults(cfg: Config, path: str, mask: bool = False) -> None:

@@ -10,6 +10,7 @@ kernels (:func:`rotation_table`).
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 from typing import Callable, Tuple
 
@@ -20,6 +21,12 @@ from .config import RTD, Config
 from .errors import NanoBraggError
 
 Avogadro = 6.02214179e23
+
+#: a number as fscanf's %lg reads it (decimal; hex floats, inf and nan are refused)
+_DECIMAL = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?")
+
+#: the largest oversampling accepted, from -oversample or chosen automatically
+MAX_OVERSAMPLE = 1000
 
 
 @dataclass
@@ -54,31 +61,50 @@ def matrix_vectors(rows, lambda0: float):
             V.scale((rows[0][2], rows[1][2], rows[2][2]), s))
 
 
+def read_matrix_numbers(path: str):
+    """The 9 numbers of a MOSFLM matrix file as three rows (a*, b*, c* as columns, times lambda).
+
+    C reads them with three ``fscanf("%lg%lg%lg")``: the first nine numbers
+    separated by any white space, line breaks included (the usual file has
+    them as three lines of three, followed by the U matrix and the cell,
+    which are not read).  Unlike C, which keeps zeros or garbage when a
+    number is missing, a word that is not a finite number or a file with
+    fewer than nine numbers is an error naming the file and the line.
+    """
+    try:
+        with open(path, "rb") as fh:
+            text = fh.read().decode("latin-1")
+    except OSError as exc:
+        raise NanoBraggError("cannot open matrix file %s: %s" % (path, exc.strerror or exc)) from None
+    nums = []
+    odd_line = None             # the first line not holding three numbers, for the message of a short file
+    for n, line in enumerate(text.splitlines(), 1):
+        if odd_line is None and line.split() and len(line.split()) != 3:
+            odd_line = (n, line.strip())
+        for word in line.split():
+            if len(nums) == 9:
+                break
+            x = float(word) if _DECIMAL.fullmatch(word) else math.nan
+            if not math.isfinite(x):
+                shown = line.strip()
+                shown = shown if len(shown) <= 80 else shown[:77] + "..."
+                raise NanoBraggError("%s line %d: %r is not a finite number (the orientation matrix is the first "
+                                     "nine numbers of the file): %r" % (path, n, word[:40], shown))
+            nums.append(x)
+        if len(nums) == 9:
+            break
+    if len(nums) < 9 and odd_line is not None:
+        raise NanoBraggError("%s line %d: expected three numbers of the orientation matrix, got %r (%d numbers "
+                             "in all, nine are needed)" % (path, odd_line[0], odd_line[1][:80], len(nums)))
+    if len(nums) < 9:
+        raise NanoBraggError("%s: the orientation matrix needs nine numbers (three lines of three), found %d"
+                             % (path, len(nums)))
+    return nums[0:3], nums[3:6], nums[6:9]
+
+
 def read_matrix(path: str, lambda0: float):
     """Reciprocal vectors (1/A) from a MOSFLM matrix file (see :func:`matrix_vectors`)."""
-    try:
-        with open(path) as fh:
-            lines = fh.read().splitlines()
-    except OSError as exc:
-        raise NanoBraggError("cannot open matrix file %s: %s" % (path, exc.strerror)) from None
-    rows = []
-    for n, line in enumerate(lines, 1):
-        if len(rows) == 3:
-            break
-        words = line.split()
-        if not words:
-            continue
-        try:
-            nums = [float(w) for w in words[:3]]
-        except ValueError:
-            nums = []
-        if len(nums) != 3 or not all(math.isfinite(x) for x in nums):
-            raise NanoBraggError("%s line %d: expected three numbers of the orientation matrix, got %r"
-                                 % (path, n, line.strip()))
-        rows.append(nums)
-    if len(rows) < 3:
-        raise NanoBraggError("%s: the orientation matrix needs three lines of three numbers" % path)
-    return matrix_vectors(rows, lambda0)
+    return matrix_vectors(read_matrix_numbers(path), lambda0)
 
 
 def _clamp_angles(sin_a, sin_b, sin_g, cos_a, cos_b, cos_g):
@@ -253,11 +279,17 @@ def build_crystal(cfg: Config, crand, lambda0: float, distance: float, pixel_siz
     log("crystal is %g x %g x %g microns" % (xa * 1e6, xb * 1e6, xc * 1e6))
     xtalsize_max = max(xa, xb, xc)
     reciprocal_pixel_size = lambda0 * distance / pixel_size
-    recommended = int(math.ceil(3.0 * xtalsize_max / reciprocal_pixel_size))
+    wanted = 3.0 * xtalsize_max / reciprocal_pixel_size
+    recommended = int(math.ceil(wanted)) if math.isfinite(wanted) else MAX_OVERSAMPLE + 1
     if recommended <= 0:
         recommended = 1
     oversample = cfg.oversample
     if oversample <= 0:
+        if recommended > MAX_OVERSAMPLE:
+            raise NanoBraggError(
+                "the crystal (%g x %g x %g um from -N/-Na/-Nb/-Nc or -xtalsize) is so large that the automatic "
+                "oversampling would be %.3g-fold, more than the limit of %d: give -oversample N (1 to %d) "
+                "or a smaller crystal" % (xa * 1e6, xb * 1e6, xc * 1e6, wanted, MAX_OVERSAMPLE, MAX_OVERSAMPLE))
         oversample = recommended
         log("auto-selected %d-fold oversampling" % oversample)
     if oversample < recommended:
@@ -294,14 +326,17 @@ def rotation_table(crystal: Crystal, spindle, phis, mosaic_spread: float, umats:
     cells = [tuple(V.rotate_axis(v, spindle, phi) if phi != 0.0 else v for v in (crystal.a, crystal.b, crystal.c))
              for phi in phis]
     cells.append((crystal.a, crystal.b, crystal.c))
-    for t, (ap, bp, cp) in enumerate(cells):
-        for m in range(ndom):
-            if mosaic_spread > 0.0:
-                u = [float(x) for x in umats[m]]
-                vs = (V.rotate_umat(ap, u), V.rotate_umat(bp, u), V.rotate_umat(cp, u))
-            else:
-                vs = (ap, bp, cp)
-            table[t, m] = [x for v in vs for x in v]
+    u = np.ascontiguousarray(np.asarray(umats, dtype=np.float64).T)     # [9, ndom]
+    rows = np.empty((9, ndom))
+    for t, cell in enumerate(cells):
+        if mosaic_spread > 0.0:
+            # V.rotate_umat for every domain at once: the same products and sums in the same order
+            for i, v in enumerate(cell):
+                for r in range(3):
+                    rows[3 * i + r] = u[3 * r] * v[0] + u[3 * r + 1] * v[1] + u[3 * r + 2] * v[2]
+            table[t] = rows.T
+        else:
+            table[t, :] = [x for v in cell for x in v]
     return table
 
 

@@ -179,7 +179,10 @@ def setup_detector(cfg: Config, log: Callable[[str], None], notes: list,
         else:
             pivot = "SAMPLE"
 
-    beam, _ = V.unitize(beam)
+    beam, beam_len = V.unitize(beam)
+    if beam_len == 0.0:
+        raise NanoBraggError("-beam_vector %g %g %g has no direction: the beam needs a non-zero vector"
+                             % tuple(cfg.beam_vector))
     fdet, _ = V.unitize(fdet)
     sdet, _ = V.unitize(sdet)
     odet_unit, odet_len = V.unitize(odet)
@@ -225,6 +228,10 @@ def _orient(cfg, log, notes, conv, pivot, fpixels, spixels, detsize_f, detsize_s
     close_distance = cfg.close_distance
     if close_distance is None or math.isnan(close_distance):
         close_distance = abs(ratio * distance)
+    if close_distance == 0.0:
+        what = ("-close_distance 0" if cfg.close_distance is not None and not math.isnan(cfg.close_distance)
+                else "-distance %g" % (cfg.distance * 1e3))
+        raise NanoBraggError("%s puts the detector through the sample: the distance must not be zero" % what)
     distance = close_distance / ratio
     pix0 = None
     if pivot == "SAMPLE":
@@ -249,6 +256,10 @@ def _orient(cfg, log, notes, conv, pivot, fpixels, spixels, detsize_f, detsize_s
     Fclose = -V.dot(pix0, fdet)
     Sclose = -V.dot(pix0, sdet)
     close_distance = V.dot(pix0, odet)
+    if close_distance == 0.0:
+        # only a -pix0_vector in the detector's own plane through the sample gets here
+        raise NanoBraggError("-pix0_vector %g %g %g puts the sample in the detector plane (distance 0 along "
+                             "the detector normal %g %g %g)" % (pix0 + odet))
     newv = (close_distance / ratio * beam[0] - pix0[0],
             close_distance / ratio * beam[1] - pix0[1],
             close_distance / ratio * beam[2] - pix0[2])

@@ -197,6 +197,7 @@ class Prepared:
     interpolate: bool = False
     device_tables: dict = field(default_factory=dict)   # GPU copies of this image's tables, per precision
     hkl_device: dict = field(default_factory=dict)      # GPU copies of HKL tables, shared by a Simulator
+    fdump: object = None    # the HKLTable still to write to cfg.dumpfile (with the images), or None
 
 
 def _seed_now():
@@ -218,9 +219,10 @@ def prepare(cfg: Config, log: Callable[[str], None] = print, crand=None, hkl_cac
     hkl_cache : dict, optional
         Structure-factor tables already read, keyed by file (API reuse).
     write_dump : bool
-        Write the ``Fdump.bin`` cache after reading ``-hkl`` (as C does).
-        It is written last, once every input has been checked, so an error
-        leaves no file behind.
+        Keep the table read from ``-hkl`` in ``Prepared.fdump`` so that
+        :func:`write_outputs` writes the ``Fdump.bin`` cache with the
+        images (C writes it during set-up; here nothing is written before
+        every check has passed, so an error leaves no file behind).
     hkl_device : dict, optional
         GPU copies of HKL tables already uploaded (API reuse).
     """
@@ -284,15 +286,20 @@ def prepare(cfg: Config, log: Callable[[str], None] = print, crand=None, hkl_cac
             interpolate = False
 
     check_memory(det, cfg)
+    from .kernels import _cache
+    if cfg.misset_random:
+        _cache.announce_compile()   # the random orientation is drawn by a kernel
     xtal, oversample = X.build_crystal(cfg_eff, crand, cfg.lambda0, det.distance, det.pixel_size, log)
+    check_tables(det, cfg, sampling)
+    mask = _load_mask(cfg, det)
 
     table, dump_pending = _load_structure_factors(cfg, log, hkl_cache, write_dump)
     if table is None or table.hkls == 0:
         interpolate = False
     if cfg.stolfile is not None:
-        from .io.textcols import read_text_columns
+        from .io.textcols import read_numeric_columns
         log("reading %s" % cfg.stolfile)
-        read_text_columns(cfg.stolfile, 2)
+        read_numeric_columns(cfg.stolfile, 2, "-stol file")
 
     for t in range(sampling.thicksteps):
         log("thick%d = %g um" % (t, sampling.thickstep * t * 1e6))
@@ -310,6 +317,7 @@ def prepare(cfg: Config, log: Callable[[str], None] = print, crand=None, hkl_cac
                       "the weight column of %s is not used: every source counts equally, as in C"
                       % cfg.sourcefile))
 
+    _cache.announce_compile()       # the first kernel runs here: say so when it has to compile first
     umats = crand.mosaic_umats(sampling.mosaic_spread, sampling.mosaic_domains, cfg.mosaic_seed)
     log("  created a total of %d mosaic domains" % sampling.mosaic_domains)
 
@@ -324,7 +332,6 @@ def prepare(cfg: Config, log: Callable[[str], None] = print, crand=None, hkl_cac
 
     I_bg = (WATER_F * WATER_F * R_E_SQR * fluence * cfg.water_size * cfg.water_size * cfg.water_size
             * 1e6 * AVOGADRO / WATER_MW)
-    mask = _load_mask(cfg, det)
     _collect_notes(cfg, sampling, oversample, nsources, notes)
 
     if table is not None and table.hkls != 0:
@@ -372,32 +379,89 @@ def prepare(cfg: Config, log: Callable[[str], None] = print, crand=None, hkl_cac
                     phi_map_first=phi_map_first, phis=phis, Fhkl=Fhkl, hkl_bounds=bounds, hkls=hkls,
                     mask=mask if mask is not None else np.zeros(1, dtype=np.uint16), params=params,
                     crand=crand, notes=notes, interpolate=interpolate,
-                    hkl_device=hkl_device if hkl_device is not None else {})
+                    hkl_device=hkl_device if hkl_device is not None else {}, fdump=dump_pending)
     if cfg.c_quirks and sampling.phisteps > 1:
         from .kernels.cpu import first_phi_loop_pixel
         first = first_phi_loop_pixel(params, sources, prep.mask)
         prep.params = params._replace(first_phi_pixel=first)
-    if dump_pending is not None:
-        from .io import hkl as hklio
-        try:
-            hklio.write_fdump(cfg.dumpfile, dump_pending)
-        except NanoBraggError:
-            log("WARNING: unable to open dump file: %s" % cfg.dumpfile)
     return prep
+
+
+def memory_bytes() -> Optional[int]:
+    """Memory this run can use (bytes): Linux's MemAvailable, else the physical memory, else None."""
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+#: bytes per pixel of the kernel's work arrays: rows, oob index, float image and its copies
+PIXEL_BYTES = 6 * 8 + 8 + 4 * 4
+#: peak bytes per entry while the tables are built, Python objects included (tracemalloc, CPython 3.11:
+#: 256 per source with -dispsteps 200000, 584 per phi step with -phisteps 200000)
+SOURCE_BYTES = 256          # a source: its row of Python floats, the float64[4] table row, weight
+PHI_BYTES = 600             # a phi step: its angle, its rotated cell (9 Python floats), the phi maps
+ROTATION_BYTES = 9 * 8      # a (phi step, mosaic domain) pair: 9 float64 of the rotation table
+DOMAIN_BYTES = 9 * 8        # a mosaic domain: its rotation matrix
+
+
+def _gib(n):
+    return n / 2 ** 30
 
 
 def check_memory(det: Detector, cfg: Config):
     """Refuse a detector whose work arrays cannot fit in this machine's memory."""
     npix = det.fpixels * det.spixels
-    need = npix * (6 * 8 + 8 + 4 * 4)     # kernel rows, oob index, float image and its copies
-    try:
-        have = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (ValueError, OSError, AttributeError):
-        have = None
+    need = npix * PIXEL_BYTES
+    have = memory_bytes()
     if have and need > have:
-        raise NanoBraggError("a %dx%d detector needs %.1f GiB of memory, this machine has %.1f GiB "
+        raise NanoBraggError("a %dx%d detector needs %.1f GiB of memory, this machine has %.1f GiB available "
                              "(use a smaller -detpixels or -roi)" % (det.fpixels, det.spixels,
                                                                      need / 2 ** 30, have / 2 ** 30))
+
+
+def check_tables(det: Detector, cfg: Config, s: Sampling):
+    """Refuse settings whose tables cannot fit in memory, before building any of them.
+
+    C loops over sources, phi steps and mosaic domains in constant memory;
+    here they are tabulated (``build_sources``, ``rotation_table``), so their
+    sizes, and their products, are estimated first.  The limit is the
+    memory available (:func:`memory_bytes`, as for :func:`check_memory`):
+    a huge job that fits is run, as C would run it.
+    """
+    have = memory_bytes()
+    if not have:
+        return
+    tables = []
+    if cfg.sourcefile is None:
+        nsrc = s.hdivsteps * s.vdivsteps * s.dispsteps
+        flags = []
+        if s.hdivsteps > 1 or s.vdivsteps > 1:
+            flags.append("-hdivsteps %d x -vdivsteps %d" % (s.hdivsteps, s.vdivsteps))
+        if s.dispsteps > 1:
+            flags.append("-dispsteps %d" % s.dispsteps)
+        tables.append(("%d sources (%s)" % (nsrc, " x ".join(flags) or "one"), nsrc * SOURCE_BYTES))
+    tables.append(("%d phi steps (-phisteps %d)" % (s.phisteps, s.phisteps), s.phisteps * PHI_BYTES))
+    tables.append(("%d mosaic domains (-mosaic_domains %d)" % (s.mosaic_domains, s.mosaic_domains),
+                   s.mosaic_domains * DOMAIN_BYTES))
+    tables.append(("%d cell orientations (-phisteps %d x -mosaic_domains %d)"
+                   % ((s.phisteps + 1) * s.mosaic_domains, s.phisteps, s.mosaic_domains),
+                   (s.phisteps + 1) * s.mosaic_domains * ROTATION_BYTES))
+    pixels = det.fpixels * det.spixels * PIXEL_BYTES
+    need = pixels + sum(size for _, size in tables)
+    if need <= have:
+        return
+    big = [t for t in sorted(tables, key=lambda t: -t[1]) if t[1] >= 0.1 * need] or tables[:1]
+    raise NanoBraggError("these settings need %.1f GiB of tables, more than the %.1f GiB of memory available: "
+                         "%s; use fewer steps" % (_gib(need), _gib(have),
+                                                  ", ".join("%s %.1f GiB" % (w, _gib(n)) for w, n in big)))
 
 
 def _polar_axis_after_unitize(axis):
@@ -696,8 +760,8 @@ def write_outputs(prep: Prepared, image: Image, log: Callable[[str], None] = pri
     from .io.images import write_float_image, write_pgm
     from .io.smv import format_smv_header, write_smv
     cfg, det = prep.cfg, prep.det
-    if fdump is None:
-        fdump = getattr(prep, "fdump", None)
+    if fdump is None and prep.fdump is not None:
+        fdump = (cfg.dumpfile, prep.fdump)
     _check_files(cfg, fdump[0] if fdump is not None else None)
     img = image.floatimage
     with output_transaction():
@@ -829,18 +893,9 @@ def run_command_line(cfg: Config) -> int:
                 target = os.path.realpath(path)
                 remove_stale_temporaries(os.path.dirname(target), [os.path.basename(target)])
 
-            def log(line, _reread="re-reading %s" % cfg.hklfile):
-                print(line)
-                if dumpfile is not None and line == _reread:
-                    # C's line; the file itself is written with the images (an error before then leaves none)
-                    print("writing dump file for next time: %s" % dumpfile)
-
-            prep = prepare(cfg, log, write_dump=False)
             log = print
-            fdump = getattr(prep, "fdump", None)
-            if fdump is None and dumpfile is not None and prep.hkls:
-                from .io.hkl import HKLTable
-                fdump = (dumpfile, HKLTable(*prep.hkl_bounds, F=prep.Fhkl, hkls=prep.hkls))
+            prep = prepare(cfg, log)          # keeps the -hkl table in prep.fdump: written with the images
+            fdump = (cfg.dumpfile, prep.fdump) if prep.fdump is not None else None
             check_free_space(_output_sizes(prep, fdump))
             from . import backends
             backend = backends.choose(cfg.device)

@@ -3,7 +3,9 @@
 Builds the table of unit source directions and wavelengths that the kernels
 loop over, with C's arithmetic and C's printed lines.  A source file holds
 ``X Y Z weight lambda`` per line (lambda in metres); as in C the weights are
-read but every source counts equally (see docs/differences.md).
+read but every source counts equally (see docs/differences.md).  Unlike C,
+a field that is not a number (C reads it as 0), an infinite value, a source
+at the sample position and a wavelength <= 0 are errors naming the line.
 """
 from __future__ import annotations
 
@@ -56,9 +58,9 @@ def build_sources(sourcefile, beam, polar, vert, lambda0, div, disp, round_div: 
     rows = []
     divsteps = -1
     if sourcefile is not None:
-        from .io.textcols import read_text_columns
-        data = read_text_columns(sourcefile, 5)
-        for X, Y, Z, I, lam in data:
+        from .io.textcols import read_numeric_columns
+        data, linenos = read_numeric_columns(sourcefile, 5, "source file")
+        for (X, Y, Z, I, lam), lineno in zip(data, linenos):
             if math.isnan(X):
                 X = -SOURCE_DISTANCE * beam[0]
             if math.isnan(Y):
@@ -70,8 +72,11 @@ def build_sources(sourcefile, beam, polar, vert, lambda0, div, disp, round_div: 
             if math.isnan(lam):
                 lam = lambda0
             if not lam > 0.0:
-                raise NanoBraggError("%s: a source has wavelength %g m (must be > 0, in metres)"
-                                     % (sourcefile, lam))
+                raise NanoBraggError("%s, line %d: a source has wavelength %g m (must be > 0, in metres)"
+                                     % (sourcefile, lineno, lam))
+            if X == 0.0 and Y == 0.0 and Z == 0.0:
+                raise NanoBraggError("%s, line %d: the source is at the sample (X Y Z = 0 0 0), so it has no "
+                                     "direction" % (sourcefile, lineno))
             rows.append((float(X), float(Y), float(Z), float(I), float(lam)))
     else:
         hdivrange, hdivstep, hdivsteps, vdivrange, vdivstep, vdivsteps = div

@@ -145,6 +145,10 @@ def _parse_lines(path, raw: bytes) -> np.ndarray:
                 raise NanoBraggError(
                     f"HKL file {path}, line {lineno}: Miller index {name}={value:g} is out of range: {_quote(line)}"
                 )
+        if not np.isfinite(values[3]):
+            raise NanoBraggError(
+                f"HKL file {path}, line {lineno}: F={fields[3].decode('latin-1')} is not a finite number: {_quote(line)}"
+            )
         rows.append(values)
     return np.array(rows, dtype=np.float64).reshape(len(rows), 4)
 
@@ -160,9 +164,13 @@ def _parse_fast(path):
             table = np.loadtxt(path, dtype=np.float64, comments=None, ndmin=2, encoding="latin-1")
     except (ValueError, TypeError, UnicodeError):
         return None
-    if table.shape[0] and table.shape[1] != 4:
+    if table.shape[0] == 0:
+        return table.reshape(0, 4)
+    if table.shape[1] != 4:
         return None
     idx = table[:, :3]
+    if not np.all(np.isfinite(table[:, 3])):
+        return None  # the slow path names the line
     if not np.all(np.isfinite(idx)) or not np.all(idx == np.round(idx)) or np.any(np.abs(idx) > _INT_LIMIT):
         return None
     return table.reshape(-1, 4)
@@ -192,8 +200,9 @@ def read_hkl(path, default_F: float = 0.0) -> HKLTable:
     ------
     NanoBraggError
         If the file cannot be opened, a line does not hold exactly four
-        numbers, a Miller index is not an integer (message gives the line
-        number and quotes the line), or there are no reflections.
+        numbers, a Miller index is not an integer or F is NaN or infinite
+        (message gives the line number and quotes the line), or there are no
+        reflections.
     """
     path = os.fspath(path)
     try:
@@ -309,4 +318,10 @@ def read_fdump(path) -> HKLTable:
             "(delete it or give -hkl to rebuild it)"
         )
     F[...] = np.frombuffer(raw, dtype=np.dtype("=f8"), count=F.size, offset=offset).reshape(F.shape)
+    if not np.all(np.isfinite(F)):
+        bad = np.argwhere(~np.isfinite(F))[0]
+        raise NanoBraggError(
+            f"{path}: structure-factor dump holds F={F[tuple(bad)]:g} at h,k,l = "
+            f"{bad[0] + h_min},{bad[1] + k_min},{bad[2] + l_min} (delete it or give -hkl to rebuild it)"
+        )
     return HKLTable(h_min, h_max, k_min, k_max, l_min, l_max, F, h_range * k_range * l_range)

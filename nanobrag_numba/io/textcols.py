@@ -37,7 +37,7 @@ import numpy as np
 
 from ..errors import NanoBraggError
 
-__all__ = ["c_atof", "read_text_columns", "DELIMITERS"]
+__all__ = ["c_atof", "read_text_columns", "read_numeric_columns", "DELIMITERS"]
 
 #: Field separators of ``read_text_file`` in nanoBragg.c.
 DELIMITERS = " \t,;:!"
@@ -103,6 +103,78 @@ def c_atof(text: str) -> float:
     return 0.0
 
 
+def _numeric_prefix(text: str) -> bool:
+    """True when C's ``atof`` finds a number at the start of ``text`` (not the 0.0 of "no number")."""
+    pos = 0
+    while pos < len(text) and text[pos] in _C_SPACE:
+        pos += 1
+    return bool(_HEX_RE.match(text, pos) or _SPECIAL_RE.match(text, pos) or _DEC_RE.match(text, pos))
+
+
+def _quote(line: str) -> str:
+    line = line.rstrip("\r")
+    return repr(line if len(line) <= 80 else line[:77] + "...")
+
+
+def _read_rows(path, ncols: int, strict: bool, what: str):
+    ncols = int(ncols)
+    if ncols < 1:
+        raise ValueError(f"ncols must be at least 1, got {ncols}")
+    path = os.fspath(path)
+    try:
+        with open(path, "rb") as handle:
+            raw = handle.read()
+    except OSError as exc:
+        raise NanoBraggError(f"cannot open {what} {path}: {exc.strerror or exc}") from exc
+    text = raw.decode("latin-1")
+    rows = []
+    linenos = []
+    for lineno, line in enumerate(text.split("\n"), start=1):
+        if line.endswith("\r"):
+            line = line[:-1]
+        body = line.lstrip(DELIMITERS)
+        if not body:
+            continue
+        row = [math.nan] * ncols
+        for i, field in enumerate(_SPLIT_RE.split(body)[:ncols]):
+            if not field:
+                continue
+            row[i] = c_atof(field)
+            if strict and not _numeric_prefix(field):
+                raise NanoBraggError(f"{path}, line {lineno}: {field[:40]!r} is not a number: {_quote(line)}")
+            if strict and math.isinf(row[i]):
+                raise NanoBraggError(f"{path}, line {lineno}: {field[:40]!r} is not a finite number: {_quote(line)}")
+        rows.append(row)
+        linenos.append(lineno)
+    if not rows:
+        raise NanoBraggError(f"no data lines in {path}: expected lines of {ncols} numbers")
+    return np.array(rows, dtype=np.float64).reshape(len(rows), ncols), linenos
+
+
+def read_numeric_columns(path, ncols: int, what: str = "text file"):
+    """Like :func:`read_text_columns`, but refuse what C would silently read as 0 or infinity.
+
+    A field with no number at its start (C's ``atof`` gives 0.0: a stray
+    header line, text garbage, a binary file) or an infinite value is an
+    error naming the file, the line and the field.  ``nan`` stays allowed:
+    C uses it for "not given" (the simulator fills in the default).
+
+    Returns
+    -------
+    table : numpy.ndarray
+        ``float64`` array of shape ``(nlines, ncols)``.
+    linenos : list of int
+        The 1-based line of each row (for later messages).
+
+    Raises
+    ------
+    NanoBraggError
+        If the file cannot be opened, holds no data lines, or a field is
+        not a finite number.
+    """
+    return _read_rows(path, ncols, True, what)
+
+
 def read_text_columns(path, ncols: int) -> np.ndarray:
     """Read a delimited numeric text file into an ``(nlines, ncols)`` array.
 
@@ -130,28 +202,4 @@ def read_text_columns(path, ncols: int) -> np.ndarray:
     ValueError
         If ``ncols`` is not a positive integer.
     """
-    ncols = int(ncols)
-    if ncols < 1:
-        raise ValueError(f"ncols must be at least 1, got {ncols}")
-    path = os.fspath(path)
-    try:
-        with open(path, "rb") as handle:
-            raw = handle.read()
-    except OSError as exc:
-        raise NanoBraggError(f"cannot open text file {path}: {exc.strerror or exc}") from exc
-    text = raw.decode("latin-1")
-    rows = []
-    for line in text.split("\n"):
-        if line.endswith("\r"):
-            line = line[:-1]
-        body = line.lstrip(DELIMITERS)
-        if not body:
-            continue
-        row = [math.nan] * ncols
-        for i, field in enumerate(_SPLIT_RE.split(body)[:ncols]):
-            if field:
-                row[i] = c_atof(field)
-        rows.append(row)
-    if not rows:
-        raise NanoBraggError(f"no data lines in {path}: expected lines of {ncols} numbers")
-    return np.array(rows, dtype=np.float64).reshape(len(rows), ncols)
+    return _read_rows(path, ncols, False, "text file")[0]
