@@ -413,18 +413,9 @@ class _Parser(argparse.ArgumentParser):
 
 
 def available_memory() -> Optional[int]:
-    """Bytes of memory available to this process now (``MemAvailable``; else physical memory), or None."""
-    try:
-        with open("/proc/meminfo") as fh:
-            for line in fh:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    try:
-        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (ValueError, OSError, AttributeError):
-        return None
+    """Bytes of memory available to this process now (the set-up's own probe)."""
+    from .simulator import memory_bytes
+    return memory_bytes()
 
 
 def max_jobs(memory: Optional[int] = None) -> Optional[int]:

@@ -91,7 +91,7 @@ BAD_CALLS = [
     ("simulator-device", lambda s, r, t: nb.Simulator(TINY, device="gpu"), "unknown device 'gpu'"),
     ("simulator-log", lambda s, r, t: nb.Simulator(s.base, log="stdout"), "log must be a function"),
     ("simulator-config-types", lambda s, r, t: nb.Simulator(nb.Config(distance="far")), "distance must be a number"),
-    ("simulator-unknown-flag", lambda s, r, t: nb.Simulator("-foo 1"), "unknown flag -foo"),
+    ("simulator-unknown-flag-strict", lambda s, r, t: nb.Simulator("-foo 1 -strict"), "unknown flag -foo"),
     ("simulator-quote", lambda s, r, t: nb.Simulator('-hkl "P1.hkl'), "cannot split the flags"),
     ("simulate-int", lambda s, r, t: nb.simulate(5), "expected a Config or nanoBragg flags"),
     ("config-from-flags-unknown", lambda s, r, t: nb.config_from_flags(TINY, foo=1), "unknown setting 'foo'"),

@@ -307,6 +307,11 @@ def _wait_for_line(proc, start, timeout=120.0):
     raise AssertionError("the run ended before printing %r: %s" % (start, proc.stderr.read()))
 
 
+def _assert_terminated(proc, err):
+    assert proc.returncode == 143, err
+    assert err.strip().splitlines() == ["nanobrag-numba: terminated"]
+
+
 def test_sigterm_during_a_render_exits_143_and_leaves_nothing(workdir):
     proc = _command(workdir, "-detpixels", "1024", "-oversample", "2")
     try:
@@ -316,8 +321,7 @@ def test_sigterm_during_a_render_exits_143_and_leaves_nothing(workdir):
     finally:
         if proc.poll() is None:
             proc.kill()
-    assert proc.returncode == 143, err
-    assert err.strip().splitlines() == ["nanobrag-numba: terminated"]
+    _assert_terminated(proc, err)
     assert files(workdir) == ["P1.hkl"]
 
 
@@ -335,8 +339,7 @@ def test_sigterm_while_writing_removes_the_staged_files(workdir):
     finally:
         if proc.poll() is None:
             proc.kill()
-    assert proc.returncode == 143, err
-    assert err.strip().splitlines() == ["nanobrag-numba: terminated"]
+    _assert_terminated(proc, err)
     assert files(workdir) == ["P1.hkl", "pipe"]
 
 
