@@ -61,6 +61,8 @@ def _num(flag, text):
 
 
 def _int(flag, text):
+    if re.fullmatch(r"\s*[-+]?\d+\s*", text):
+        return int(text)                # exact, however many digits (messages quote what was typed)
     v = _num(flag, text)
     if not v.is_integer():
         raise NanoBraggError("%s expects a whole number, got %r" % (flag, text))

@@ -81,7 +81,7 @@ def small_memory(monkeypatch):
     (["-pix0_vector", "0", "0", "0"], ["-pix0_vector 0 0 0", "detector plane"]),
     (["-N", "1e300"], ["automatic oversampling", "-oversample"]),
     (["-N", "1e12"], ["1.35e+11-fold", "limit of 1000"]),
-    (["-seed", "99999999999999999999"], ["-seed", "C's int"]),
+    (["-seed", "99999999999999999999"], ["-seed 99999999999999999999 ", "C's int"]),
     (["-seed", "2147483648"], ["-seed 2147483648"]),
     (["-mosaic_seed", "-2147483648"], ["-mosaic_seed"]),
     (["-misset", "random", "-misset_seed", "4294967296"], ["-misset_seed"]),
