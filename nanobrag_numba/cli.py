@@ -10,6 +10,7 @@ renders many images (``batch.py``).  This module imports no Numba code, so
 """
 from __future__ import annotations
 
+import os
 import sys
 
 from .errors import NanoBraggError
@@ -69,6 +70,13 @@ def main(argv=None):
     except KeyboardInterrupt:
         print("%s: interrupted" % PROG, file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # stdout went to a pipe whose reader left (e.g. `| head`): no traceback, and no second
+        # error when Python flushes stdout at exit
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        print("%s: error: standard output was closed before the run finished (broken pipe)" % PROG,
+              file=sys.stderr)
+        return 2
 
 
 def console_main():

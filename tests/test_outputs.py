@@ -362,3 +362,16 @@ def test_batch_removes_stale_settings_temporaries(workdir, capsys):
     assert batch.main(["--random-orientations", "1", "--out", "out", "--quiet", "--", "-hkl", "P1.hkl"]
                       + FLAGS) == 0
     assert not [n for n in os.listdir("out") if n.endswith(".tmp")]
+
+
+def test_stdout_closed_by_its_reader_is_one_line_and_leaves_nothing(workdir):
+    # `nanobrag-numba ... -floatfile /dev/stdout | head -c 10`: 256 KB of image cannot fit in the pipe
+    proc = _command(workdir, "-detpixels", "256", "-floatfile", "/dev/stdout", "-nonoise")
+    proc.stdout.read(10)
+    proc.stdout.close()
+    err = proc.stderr.read()
+    proc.wait(timeout=120)
+    assert proc.returncode == 2, err
+    assert err.strip().splitlines() == [
+        "nanobrag-numba: error: standard output was closed before the run finished (broken pipe)"]
+    assert files(workdir) == ["P1.hkl"]
