@@ -831,7 +831,6 @@ _OUTPUT_FLAGS = (("-floatfile", "floatfile"), ("-intfile", "intfile"), ("-pgmfil
                  ("-noisefile", "noisefile"))
 _INPUT_FLAGS = (("-hkl", "hklfile"), ("-mat", "matfile"), ("-mask", "maskfile"), ("-img", "imgfile"),
                 ("-sourcefile", "sourcefile"), ("-stol", "stolfile"))
-_SEED_MAX = 2 ** 63 - 1       # C's generator state is -seed in a 64-bit long
 
 
 def _output_files(cfg: Config, dumpfile: Optional[str]):
@@ -856,9 +855,6 @@ def _input_files(cfg: Config):
 def _check_files(cfg: Config, dumpfile: Optional[str]):
     """Every check of the outputs that can be made before anything is written."""
     from .io.atomic import check_outputs
-    if cfg.calculate_noise and cfg.noisefile and cfg.seed is not None and abs(int(cfg.seed)) > _SEED_MAX:
-        raise NanoBraggError("-seed is out of range: the noise seed must lie within +-%d (C keeps -seed "
-                             "in a 64-bit long)" % _SEED_MAX)
     check_outputs(_output_files(cfg, dumpfile), _input_files(cfg), warn_only=("-dump",))
 
 
