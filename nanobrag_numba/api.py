@@ -350,7 +350,7 @@ class Simulator:
         self._hkl_cache = {}       # HKL tables read, by file
         self._hkl_device = {}      # and their copies on the GPU
 
-    def prepare(self, **changes):
+    def prepare(self, *positional, **changes):
         """The prepared tables for the base Config with some fields changed.
 
         The HKL table is read (and uploaded to the GPU) once per file and
@@ -358,16 +358,19 @@ class Simulator:
         ``device`` may be among the changes (default: the Simulator's).
         """
         from .simulator import prepare
+        if positional:
+            raise NanoBraggError("settings are given by name, e.g. render(distance=0.1) or render(misset=(0, 0, 0.1)); "
+                                 "got %d positional argument(s)" % len(positional))
         changes = check_settings(changes)
         changes.setdefault("device", self.device)
         cfg = self.base.replace(**changes)
         return _guard(prepare, cfg, self.log, hkl_cache=self._hkl_cache, write_dump=False,
                       hkl_device=self._hkl_device)
 
-    def render(self, **changes) -> Result:
+    def render(self, *positional, **changes) -> Result:
         """Render one image; keyword arguments change Config fields (SI units), ``device`` included."""
         from .simulator import render
-        prep = self.prepare(**changes)
+        prep = self.prepare(*positional, **changes)
         image = _guard(render, prep, prep.cfg.device)
         return Result(floatimage=image.floatimage, prep=prep, image=image)
 

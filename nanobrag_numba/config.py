@@ -234,8 +234,11 @@ class Config:
                 words = shlex.split(args)
             except ValueError as exc:
                 raise NanoBraggError("cannot split the flags %r: %s" % (args, exc)) from None
-        else:
+        elif isinstance(args, (list, tuple)) and all(isinstance(w, str) for w in args):
             words = list(args)
+        else:
+            raise NanoBraggError("Config.from_args takes the flags as one string or a list of strings, got %s"
+                                 % type(args).__name__)
         return parse_args(words)
 
     def validate(self) -> None:

@@ -46,6 +46,10 @@ def _one_line(exc):
 
 # (id, call(sim, res, tmp), text the message must contain)
 BAD_CALLS = [
+    ("render-positional", lambda s, r, t: s.render(1), "settings are given by name"),
+    ("prepare-positional", lambda s, r, t: s.prepare(0.1, 0.2), "got 2 positional argument(s)"),
+    ("from-args-int", lambda s, r, t: nb.Config.from_args(5), "one string or a list of strings, got int"),
+    ("from-args-mixed-list", lambda s, r, t: nb.Config.from_args(["-N", 5]), "got list"),
     # render overrides: names and types
     ("unknown-field", lambda s, r, t: s.render(distnace=0.1), "unknown setting 'distnace' (did you mean 'distance'?)"),
     ("two-unknown", lambda s, r, t: s.render(foo=1, bar=2), "unknown settings"),
