@@ -1,4 +1,5 @@
 """The command line: errors are one clear line, no traceback, no files left behind."""
+import os
 import subprocess
 import sys
 
@@ -145,3 +146,28 @@ def test_help_is_fast_and_imports_no_numba():
     code = "import sys; from nanobrag_numba.cli import help_text; help_text(); print('numba' in sys.modules)"
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert p.stdout.strip() == "False"
+
+
+def test_device_auto_without_an_nvidia_driver_does_not_import_numba_cuda():
+    import subprocess
+    from nanobrag_numba.backends import nvidia_driver_present
+    if nvidia_driver_present():
+        pytest.skip("this machine has an NVIDIA driver: the probe must ask numba.cuda")
+    code = ("import sys; from nanobrag_numba.backends import choose; "
+            "print(choose('auto'), 'numba.cuda' in sys.modules)")
+    env = {k: v for k, v in os.environ.items() if k != "NUMBA_ENABLE_CUDASIM"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True).stdout
+    assert out.split() == ["cpu", "False"]
+
+
+def test_nvidia_driver_is_seen_by_its_device_files(monkeypatch):
+    import glob
+    from nanobrag_numba import backends
+    monkeypatch.delenv("NUMBA_ENABLE_CUDASIM", raising=False)
+    monkeypatch.setattr(sys, "platform", "linux")
+    monkeypatch.setattr(os.path, "exists", lambda p: False)
+    monkeypatch.setattr(glob, "glob", lambda pattern: [])
+    assert backends.nvidia_driver_present() is False
+    assert backends.cuda_available() is False
+    monkeypatch.setattr(glob, "glob", lambda pattern: ["/dev/nvidia0"] if pattern == "/dev/nvidia*" else [])
+    assert backends.nvidia_driver_present() is True
