@@ -167,3 +167,10 @@ def test_register_report_of_every_variant(tmp_path):
         assert r["ptxas_version"].split(".")[0] == r["nvvm_version"].split(".")[0]
         assert r["warps_per_sm"] == ptx.occupancy(r["registers"], r["threads_per_block"])["warps_per_sm"]
     assert "| G1 | double |" in md.read_text()
+
+
+def test_c_kernel_folder_without_the_source_is_refused(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(ptx, "run", lambda args: ptx.measure_c(args.c_cuda, None))
+    assert ptx.main(["--c-cuda", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "no nanoBraggCUDA.cu there" in err[0]
