@@ -90,10 +90,79 @@ def _load_without_refresh(cache, sig, target_context):
     runtime (NRT) symbols, which are initialised here.  On a miss Numba's
     compiler refreshes both contexts itself before compiling.
     """
-    from numba.core.runtime import rtsys
-    rtsys.initialize(target_context)
+    _init_runtime(target_context, getattr(cache, "_cache_path", None))
     with cache._guard_against_spurious_io_errors():
         return cache._load_overload(sig, target_context)
+
+
+def _nrt_cache_file(cache_dir, codegen):
+    """The file of the runtime's compiled object: one per Numba, llvmlite and target CPU."""
+    import llvmlite
+    import numba
+    key = repr((numba.__version__, llvmlite.__version__, codegen.magic_tuple()))
+    return os.path.join(cache_dir, "numba-nrt-%s.nrtobj" % hashlib.sha256(key.encode()).hexdigest()[:16])
+
+
+def _init_runtime(target_context, cache_dir):
+    """``rtsys.initialize`` with its small LLVM module (NRT_incref, ...) kept as object code on disk.
+
+    Numba compiles that module with LLVM in every process (0.03 s, and the
+    code generator it wakes up costs about 20 MB of resident memory); the
+    kernels only need it linked.  Here its object code is written beside the
+    kernel cache on the first run and loaded on later ones, exactly as Numba
+    loads a cached kernel.  Anything unexpected falls back to Numba's own
+    ``rtsys.initialize``.
+    """
+    from numba.core.runtime import rtsys
+    if rtsys._init:
+        return
+    try:
+        import pickle
+        from numba.core import config
+        from numba.core.runtime import _nrt_python as _nrt
+        from numba.core.runtime import nrtdynmod
+        import llvmlite.binding as ll
+        codegen = target_context.codegen()
+        path = _nrt_cache_file(cache_dir, codegen) if cache_dir else None
+        state = None
+        if path and os.path.exists(path):
+            with open(path, "rb") as fh:
+                state = pickle.load(fh)
+        if config.NRT_STATS:
+            _nrt.memsys_enable_stats()
+        for py_name, address in _nrt.c_helpers.items():
+            ll.add_symbol(py_name if py_name.startswith("_") else "NRT_" + py_name, address)
+        if state is not None:
+            library = codegen.unserialize_library(state)
+        else:
+            ir_mod, library = nrtdynmod.create_nrt_module(target_context)
+            library.enable_object_caching()
+            library.add_ir_module(ir_mod)
+            library.finalize()
+            if path:
+                _write_quietly(path, pickle.dumps(library.serialize_using_object_code(), protocol=4))
+        rtsys._library = library
+        rtsys._init = True
+    except Exception:
+        rtsys.initialize(target_context)
+
+
+def _write_quietly(path, data):
+    """Write ``data`` to ``path`` atomically; a cache that cannot be written is simply not kept."""
+    import tempfile
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=".nrt.", dir=os.path.dirname(path))
+    except OSError:
+        return
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.replace(tmp, path)
+    except OSError:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
 
 
 def _install_in_memory_fallback():
