@@ -31,6 +31,26 @@ def _skip_numba_blas_probe():
         sys.modules["scipy.linalg"] = None
 
 
+def _return_large_blocks_to_the_system():
+    """Have glibc's malloc give every large freed block back to the system at once.
+
+    glibc raises its mmap threshold each time a large block is freed, so
+    the HKL reader's temporary tables (about 18 MB for 126 000 reflections)
+    end up in the heap and stay resident for the rest of the run.  Fixing
+    the threshold at its default (128 KiB), as ``MALLOC_MMAP_THRESHOLD_``
+    would, keeps them out: 7-8 MB less peak RSS on a 64x64 render.  Only in
+    the command line's own process, and only with glibc.
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        import ctypes
+        libc = ctypes.CDLL(None)
+        libc.mallopt(-3, 128 * 1024)      # M_MMAP_THRESHOLD
+    except Exception:
+        pass
+
+
 def main(argv=None):
     """Entry point of ``nanobrag-numba`` / ``nanoBragg``; returns the exit status."""
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -114,6 +134,7 @@ def _exit_now(status):
 def console_main():
     """The installed commands: ``main`` in a process of its own (a render ends with :func:`_exit_now`)."""
     _skip_numba_blas_probe()
+    _return_large_blocks_to_the_system()
     status = main()
     if sys.argv[1:2] and sys.argv[1] in SUBCOMMANDS:
         return status
