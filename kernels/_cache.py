@@ -196,20 +196,23 @@ def _install_in_memory_fallback():
 ENTRY_POINTS = (("cpu", "render_cpu"), ("crand", "mosaic_umats_fill"), ("noise", "noise_image"))
 
 
-def _kernel_dispatchers():
-    """The dispatchers of :data:`ENTRY_POINTS` (imported on demand)."""
+def _kernel_dispatchers(entry_points=ENTRY_POINTS):
+    """The dispatchers of ``entry_points`` ((module, function) pairs; imported on demand)."""
     import importlib
-    return [getattr(importlib.import_module(__package__ + "." + module), name) for module, name in ENTRY_POINTS]
+    return [getattr(importlib.import_module(__package__ + "." + module), name) for module, name in entry_points]
 
 
-def cache_will_hit() -> bool:
-    """True when the kernels of a plain run have on-disk cache entries for the current sources.
+def cache_will_hit(entry_points=None) -> bool:
+    """True when the kernels of a run have on-disk cache entries for the current sources.
+
+    ``entry_points``: the (module, function) pairs the run calls; default
+    :data:`ENTRY_POINTS`.
 
     Reads Numba's index file of each kernel (a few small pickles): an entry
     exists only when it was written by this Numba for this ``SOURCES_HASH``.
     Kernels already compiled in this process count as hits.
     """
-    for disp in _kernel_dispatchers():
+    for disp in (_kernel_dispatchers() if entry_points is None else _kernel_dispatchers(entry_points)):
         if disp.overloads:
             continue
         cache_file = getattr(disp._cache, "_cache_file", None)
@@ -220,15 +223,18 @@ def cache_will_hit() -> bool:
     return True
 
 
-def announce_compile(out=None) -> None:
-    """Print one line to stderr before the kernels compile (once per process), nothing when cached."""
+def announce_compile(out=None, entry_points=None) -> None:
+    """Print one line to stderr before the kernels compile (once per process), nothing when cached.
+
+    ``entry_points``: the kernels this run calls (see :func:`cache_will_hit`).
+    """
     global _announced
     if _announced:
         return
     _announced = True
     out = out or sys.stderr
     try:
-        hit = cache_will_hit()
+        hit = cache_will_hit(entry_points)
     except Exception:  # a Numba without these internals: say nothing rather than guess
         return
     if UNCACHED:

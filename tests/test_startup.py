@@ -1,0 +1,130 @@
+"""Start-up of a small render (issue 12): what a warm run loads and what it skips.
+
+No timing is asserted here; ``bench/startup.py`` measures it.
+"""
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _child(code, env_extra=None, timeout=300):
+    env = dict(os.environ)
+    env.update(env_extra or {})
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=timeout)
+    assert p.returncode == 0, p.stderr[-2000:]
+    return p.stdout
+
+
+# ---------------------------------------------------------------- one mosaic domain without a kernel
+
+@pytest.mark.parametrize("seed", [1, 0, -5, 12345678, 2 ** 31 - 1])
+@pytest.mark.parametrize("warm_table", [False, True])
+def test_ran1_step_moves_the_shared_table_exactly_as_the_kernel(seed, warm_table):
+    from nanobrag_numba import crand
+    from nanobrag_numba.kernels import crand as kc
+    ours, ref = crand.CRandom(), crand.CRandom()
+    if warm_table:                        # a table already used by another stream (no re-initialisation)
+        ours.ran1(7, 5)
+        ref.ran1(7, 5)
+    idum = -seed
+    for _ in range(3):
+        idum = crand.ran1_step(idum, ours.tab)
+    umats = np.zeros((1, 9))
+    kidum = kc.new_idum(seed)
+    kc.mosaic_umats_fill(0.3, kidum, ref.tab, umats)
+    assert np.array_equal(ours.tab, ref.tab) and idum == kidum[0]
+    assert np.array_equal(umats[0], np.eye(3).ravel())
+    # and the next draws of any stream are the same
+    assert np.array_equal(ours.ran1(-3, 10), ref.ran1(-3, 10))
+
+
+def test_one_domain_mosaic_calls_no_kernel(monkeypatch):
+    from nanobrag_numba import crand
+
+    def boom(*args):
+        raise AssertionError("kernel called")
+    ref = crand.CRandom()
+    many = ref.mosaic_umats(0.01, 3, 99)                 # more than one domain: the kernel
+    monkeypatch.setattr(crand._kc, "mosaic_umats_fill", boom)
+    r = crand.CRandom()
+    one = r.mosaic_umats(0.01, 1, 99)
+    assert np.array_equal(one, np.eye(3).reshape(1, 9))
+    assert np.array_equal(one[0], many[0])
+    assert crand.CRandom().mosaic_umats(0.01, 0, 99).shape == (0, 9)
+    with pytest.raises(AssertionError, match="kernel called"):
+        r.mosaic_umats(0.01, 2, 99)
+
+
+def test_the_compile_note_checks_only_the_kernels_the_run_calls(monkeypatch):
+    from nanobrag_numba.api import config_from_flags
+    from nanobrag_numba.kernels import _cache
+    from nanobrag_numba.simulator import prepare
+    seen = []
+    monkeypatch.setattr(_cache, "announce_compile", lambda out=None, entry_points=None: seen.append(entry_points))
+    base = "-default_F 1 -cell 40 40 40 90 90 90 -detpixels 8 -noprogress"
+    prepare(config_from_flags(base), lambda s: None, write_dump=False)
+    assert seen[-1] == [("cpu", "render_cpu"), ("noise", "noise_image")]
+    prepare(config_from_flags(base + " -mosaic 0.1 -mosaic_domains 2 -nonoise"), lambda s: None, write_dump=False)
+    assert seen[-1] == [("cpu", "render_cpu"), ("crand", "mosaic_umats_fill")]
+    assert [d.py_func.__name__ for d in _cache._kernel_dispatchers(seen[-1])] == ["render_cpu", "mosaic_umats_fill"]
+
+
+# ---------------------------------------------------------------- loading cached kernels
+
+_COUNT_REFRESH = """
+import sys
+from numba.core import base
+calls = []
+orig = base.BaseContext.refresh
+def refresh(self):
+    calls.append(1)
+    return orig(self)
+base.BaseContext.refresh = refresh
+from nanobrag_numba.kernels import _cache, crand
+v = crand.gammln(5.0)
+from numba.core.runtime import rtsys
+print(len(calls), repr(float(v)), rtsys._init)
+print(_cache._nrt_cache_file(crand.gammln._cache._cache_path,
+                             crand.gammln.targetctx.codegen()))
+"""
+
+
+def test_a_cached_kernel_loads_without_the_registry_refresh_and_with_the_nrt_object(tmp_path):
+    env = {"NUMBA_CACHE_DIR": str(tmp_path)}
+    first = _child(_COUNT_REFRESH, env).split("\n")         # compiles gammln: Numba refreshes to compile
+    assert int(first[0].split()[0]) >= 1
+    nrt_file = first[1]
+    assert os.path.dirname(nrt_file).startswith(str(tmp_path)) and os.path.exists(nrt_file)
+    second = _child(_COUNT_REFRESH, env).split("\n")         # cache hit: no refresh at all
+    assert second[0].split() == ["0", first[0].split()[1], "True"]
+    with open(nrt_file, "wb") as fh:                          # a damaged runtime object: Numba's own path
+        fh.write(b"not a pickle")
+    third = _child(_COUNT_REFRESH, env).split("\n")
+    assert third[0].split() == ["0", first[0].split()[1], "True"]
+
+
+def test_exit_now_flushes_and_runs_atexit():
+    code = ("import atexit, sys\n"
+            "atexit.register(lambda: sys.stdout.write('bye'))\n"
+            "from nanobrag_numba.cli import _exit_now\n"
+            "sys.stdout.write('x')\n"
+            "_exit_now(3)\n")
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert p.returncode == 3 and p.stdout == "xbye"
+
+
+def test_render_command_exit_status_and_files(tmp_path):
+    out = tmp_path / "f.bin"
+    p = subprocess.run([sys.executable, "-m", "nanobrag_numba", "-default_F", "1", "-cell", "40", "40", "40",
+                        "90", "90", "90", "-detpixels", "8", "-noprogress", "-nonoise", "-floatfile", str(out)],
+                       capture_output=True, text=True, cwd=str(tmp_path), timeout=300)
+    assert p.returncode == 0, p.stderr
+    assert out.stat().st_size == 8 * 8 * 4
+    bad = subprocess.run([sys.executable, "-m", "nanobrag_numba", "-detpixels", "x"], capture_output=True,
+                         text=True, timeout=120)
+    assert bad.returncode == 2 and bad.stderr.startswith("nanobrag-numba: error:")
