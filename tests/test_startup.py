@@ -128,3 +128,63 @@ def test_render_command_exit_status_and_files(tmp_path):
     bad = subprocess.run([sys.executable, "-m", "nanobrag_numba", "-detpixels", "x"], capture_output=True,
                          text=True, timeout=120)
     assert bad.returncode == 2 and bad.stderr.startswith("nanobrag-numba: error:")
+
+
+# ---------------------------------------------------------------- bench/startup.py (no timing)
+
+def _startup():
+    if ROOT not in sys.path:
+        sys.path.append(ROOT)
+    from bench import startup
+    return startup
+
+
+def test_startup_bench_options():
+    startup = _startup()
+    args = startup.parse_args(["--repeat", "3", "--cold-repeat", "0", "--devices", "cpu,AUTO", "--threads", "2",
+                               "--name", "mine-startup"])
+    assert (args.repeat, args.cold_repeat, args.device_list, args.threads) == (3, 0, ["cpu", "auto"], 2)
+    assert args.json.endswith(os.path.join("results", "mine-startup.json"))
+    assert startup.parse_args([]).device_list == ["auto", "cpu"]
+    for bad in (["--devices", "gpu"], ["--repeat", "0"], ["--cold-repeat", "-1"], ["--devices", ","]):
+        with pytest.raises(SystemExit):
+            startup.parse_args(bad)
+    env = startup.child_env(2, "/x")
+    assert env["NUMBA_CACHE_DIR"] == "/x" and env["NUMBA_NUM_THREADS"] == env["OMP_NUM_THREADS"] == "2"
+    assert "PYTHONDONTWRITEBYTECODE" not in env
+
+
+def test_startup_bench_default_name_is_new_and_committed_results_need_force(tmp_path, capsys):
+    startup = _startup()
+    args = startup.parse_args(["--threads", "2"])
+    assert args.name.startswith("startup-2core-") and not os.path.exists(args.json)
+    committed = os.path.join(startup._run.RESULTS_DIR, "startup-2core.json")
+    if startup._run.is_committed(committed):
+        with pytest.raises(SystemExit) as info:
+            startup.parse_args(["--threads", "2", "--name", "startup-2core"])
+        assert info.value.code == 2 and "is a committed result" in capsys.readouterr().err
+        assert startup.parse_args(["--name", "startup-2core", "--force"]).json == committed
+    # an earlier result of our own: an explicit --name may replace it, a default name never collides
+    mine = tmp_path / "mine.json"
+    mine.write_text("{}")
+    assert startup.parse_args(["--name", "x", "--json", str(mine), "--markdown", str(tmp_path / "m.md")]).json \
+        == str(mine)
+
+
+def test_startup_bench_summary_and_table():
+    startup = _startup()
+    runs = [{"cpu_s": c, "wall_s": c / 2, "rss_bytes": m * 2 ** 20, "others_cpu_share": 0.5}
+            for c, m in ((0.9, 110), (0.7, 118), (1.3, 112))]
+    s = startup.summarize(runs)
+    assert s["n"] == 3 and s["cpu_s"]["median"] == 0.9 and s["rss_mb"]["median"] == 112
+    assert (s["cpu_s"]["min"], s["cpu_s"]["max"]) == (0.7, 1.3)
+    meta = {"command": "nanobrag-numba ...", "commit": "abc", "program_files_modified": [], "cpu_model": "cpu",
+            "threads": 2, "date": "d", "python": "3", "numba": "n", "numpy": "np", "program_source": "tree",
+            "note": "shared machine", "rss_method": "GNU time", "targets": startup.TARGETS, "rerun": "python ..."}
+    rows = [{"program": "ours", "device": "auto", "start": "warm", **s},
+            {"program": "ours", "device": "auto", "start": "cold", **startup.summarize(
+                [{"cpu_s": 25.0, "wall_s": 30.0, "rss_bytes": 2 ** 28, "others_cpu_share": None}])}]
+    md = startup.markdown(meta, rows)
+    assert "| ours | auto | warm | 3 | 0.90 (0.70–1.30) |" in md
+    assert "Note: shared machine" in md
+    assert "warm CPU 0.90 s met; warm RSS 112.0 MB met; cold CPU 25.0 s NOT met" in md
