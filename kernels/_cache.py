@@ -92,7 +92,57 @@ def _load_without_refresh(cache, sig, target_context):
     """
     _init_runtime(target_context, getattr(cache, "_cache_path", None))
     with cache._guard_against_spurious_io_errors():
-        return cache._load_overload(sig, target_context)
+        cres = cache._load_overload(sig, target_context)
+    if cres is None:
+        _memoize_ufunc_loops()      # a compilation follows
+    return cres
+
+
+_ufunc_loops_memoized = False
+
+
+def _memoize_ufunc_loops():
+    """Remember Numba's choice of NumPy ufunc loop per (ufunc, argument types) while compiling.
+
+    Typing the kernels asks ``ufunc_find_matching_loop`` about 20 000 times
+    for some 70 different questions (every scalar ``np.float32``/``np.float64``
+    operation), about 1 s of a first run's CPU time.  The answer depends only
+    on the ufunc's fixed loop table and the argument types, so it is kept for
+    NumPy's own ufuncs (whose loops never change); Numba's dynamic ufuncs
+    (DUFunc) are always asked.  Installed at the first compilation only, so
+    runs that load cached kernels do not import Numba's typing modules.
+    """
+    global _ufunc_loops_memoized
+    if _ufunc_loops_memoized:
+        return
+    _ufunc_loops_memoized = True
+    try:
+        import numpy as np
+        from numba.core.typing import npydecl
+        from numba.np import npyimpl, numpy_support
+        original = numpy_support.ufunc_find_matching_loop
+        if getattr(original, "_nanobrag_memo", False):
+            return
+        memo = {}
+
+        def ufunc_find_matching_loop(ufunc, arg_types):
+            if type(ufunc) is not np.ufunc:
+                return original(ufunc, arg_types)
+            try:
+                key = (ufunc, tuple(arg_types))
+                hit = memo.get(key)
+            except TypeError:            # an unhashable type: just ask
+                return original(ufunc, arg_types)
+            if hit is None:
+                hit = memo[key] = original(ufunc, arg_types)
+            return hit
+
+        ufunc_find_matching_loop._nanobrag_memo = True
+        for module in (numpy_support, npydecl, npyimpl):
+            if getattr(module, "ufunc_find_matching_loop", None) is original:
+                module.ufunc_find_matching_loop = ufunc_find_matching_loop
+    except Exception:  # pragma: no cover - only with an unsupported Numba
+        pass
 
 
 def _nrt_cache_file(cache_dir, codegen):

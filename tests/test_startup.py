@@ -88,7 +88,7 @@ base.BaseContext.refresh = refresh
 from nanobrag_numba.kernels import _cache, crand
 v = crand.gammln(5.0)
 from numba.core.runtime import rtsys
-print(len(calls), repr(float(v)), rtsys._init)
+print(len(calls), repr(float(v)), rtsys._init, _cache._ufunc_loops_memoized)
 print(_cache._nrt_cache_file(crand.gammln._cache._cache_path,
                              crand.gammln.targetctx.codegen()))
 """
@@ -97,15 +97,47 @@ print(_cache._nrt_cache_file(crand.gammln._cache._cache_path,
 def test_a_cached_kernel_loads_without_the_registry_refresh_and_with_the_nrt_object(tmp_path):
     env = {"NUMBA_CACHE_DIR": str(tmp_path)}
     first = _child(_COUNT_REFRESH, env).split("\n")         # compiles gammln: Numba refreshes to compile
-    assert int(first[0].split()[0]) >= 1
+    assert int(first[0].split()[0]) >= 1 and first[0].split()[3] == "True"     # compiling: loops memoized
     nrt_file = first[1]
     assert os.path.dirname(nrt_file).startswith(str(tmp_path)) and os.path.exists(nrt_file)
     second = _child(_COUNT_REFRESH, env).split("\n")         # cache hit: no refresh at all
-    assert second[0].split() == ["0", first[0].split()[1], "True"]
+    assert second[0].split() == ["0", first[0].split()[1], "True", "False"]
     with open(nrt_file, "wb") as fh:                          # a damaged runtime object: Numba's own path
         fh.write(b"not a pickle")
     third = _child(_COUNT_REFRESH, env).split("\n")
-    assert third[0].split() == ["0", first[0].split()[1], "True"]
+    assert third[0].split() == ["0", first[0].split()[1], "True", "False"]
+
+
+def test_ufunc_loop_choice_is_memoized_for_numpy_ufuncs_only():
+    code = """
+import numpy as np
+from numba import types, vectorize
+from numba.np import numpy_support as ns
+from numba.core.typing import npydecl
+from nanobrag_numba.kernels import _cache
+calls = []
+original = ns.ufunc_find_matching_loop
+def counting(ufunc, arg_types):
+    calls.append(getattr(ufunc, "__name__", "?"))
+    return original(ufunc, arg_types)
+ns.ufunc_find_matching_loop = npydecl.ufunc_find_matching_loop = counting
+_cache._memoize_ufunc_loops()
+f = ns.ufunc_find_matching_loop
+assert f is npydecl.ufunc_find_matching_loop and f is not counting
+a = [f(np.multiply, (types.float32, types.float64)) for _ in range(3)]
+assert a[0] == a[1] == a[2] == original(np.multiply, (types.float32, types.float64))
+assert f(np.sqrt, (types.float32,)) == original(np.sqrt, (types.float32,))
+print(calls.count("multiply"), calls.count("sqrt"))
+@vectorize
+def twice(x):
+    return 2 * x
+twice(1.0)
+calls.clear()
+for _ in range(2):
+    f(twice, (types.float64,))
+print(calls.count("twice"))
+"""
+    assert _child(code).split() == ["1", "1", "2"]
 
 
 def test_exit_now_flushes_and_runs_atexit():
