@@ -220,3 +220,24 @@ def test_startup_bench_summary_and_table():
     assert "| ours | auto | warm | 3 | 0.90 (0.70–1.30) |" in md
     assert "Note: shared machine" in md
     assert "warm CPU 0.90 s met; warm RSS 112.0 MB met; cold CPU 25.0 s NOT met" in md
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc malloc only")
+def test_large_freed_blocks_go_back_to_the_system():
+    code = """
+import numpy as np
+from nanobrag_numba.cli import _return_large_blocks_to_the_system
+def rss():
+    for line in open("/proc/self/status"):
+        if line.startswith("VmRSS"):
+            return int(line.split()[1]) // 1024
+_return_large_blocks_to_the_system()
+a = np.ones(2 ** 20)          # 8 MB, freed: glibc alone would now keep blocks up to 8 MB in its heap
+del a
+r0 = rss()
+blocks = [np.ones(2 ** 19) for _ in range(6)]    # 6 x 4 MB, as the HKL reader's temporaries
+keep = [bytearray(200) for _ in range(1000)]
+del blocks
+print(rss() - r0)
+"""
+    assert int(_child(code)) <= 2          # without the fixed threshold about 9 MB stay resident
