@@ -115,7 +115,17 @@ class CRandom:
             float64 ``(domains, 9)``, row-major 3x3 matrices.
         """
         umats = np.zeros((int(domains), 9), dtype=np.float64)
-        _kc.mosaic_umats_fill(float(mosaic_spread_rad), _kc.new_idum(seed), self.tab, umats)
+        if int(domains) > 1:
+            _kc.mosaic_umats_fill(float(mosaic_spread_rad), _kc.new_idum(seed), self.tab, umats)
+            return umats
+        # one domain (the default): its rotation is the identity whatever the draws are, but the
+        # three ran1 draws still move the shared table, so they are made here in Python; the kernel
+        # (1.3 s of compilation on a first run, and its load on every run) is not needed
+        if int(domains) == 1:
+            idum = -int(seed)
+            for _ in range(3):
+                idum = ran1_step(idum, self.tab)
+            umats[0, 0] = umats[0, 4] = umats[0, 8] = 1.0
         return umats
 
     def random_misset(self, seed: int) -> tuple[np.ndarray, tuple[float, float, float]]:
@@ -176,6 +186,39 @@ class CRandom:
             img, xmin, xmax, ymin, ymax, float(adc),
             _kc.new_idum(seed), self.tab, self.fstate)
         return out, float(photons), int(overloads)
+
+
+def _cdiv(a: int, b: int) -> int:
+    """C integer division (truncates toward zero)."""
+    q = abs(a) // abs(b)
+    return q if (a >= 0) == (b >= 0) else -q
+
+
+def ran1_step(idum: int, tab: np.ndarray) -> int:
+    """One ``ran1`` draw's effect on the state, in plain Python; returns the new ``idum``.
+
+    The same integer arithmetic as :func:`nanobrag_numba.kernels.crand.ran1`
+    (re-initialisation of the shared table included), without the float
+    deviate: for draws whose values are not used (the single mosaic domain).
+    """
+    if idum <= 0 or tab[_kc.TAB_IY] == 0:
+        idum = 1 if -idum < 1 else -idum
+        for j in range(_kc.NTAB + 7, -1, -1):
+            k = _cdiv(idum, _kc.IQ)
+            idum = _kc.IA * (idum - k * _kc.IQ) - _kc.IR * k
+            if idum < 0:
+                idum += _kc.IM
+            if j < _kc.NTAB:
+                tab[j] = idum
+        tab[_kc.TAB_IY] = tab[0]
+    k = _cdiv(idum, _kc.IQ)
+    idum = _kc.IA * (idum - k * _kc.IQ) - _kc.IR * k
+    if idum < 0:
+        idum += _kc.IM
+    j = _cdiv(int(tab[_kc.TAB_IY]), _kc.NDIV)
+    tab[_kc.TAB_IY] = tab[j]
+    tab[j] = idum
+    return idum
 
 
 def ran1_sequence(seed: int, n: int) -> np.ndarray:

@@ -287,8 +287,15 @@ def prepare(cfg: Config, log: Callable[[str], None] = print, crand=None, hkl_cac
 
     check_memory(det, cfg)
     from .kernels import _cache
+    # the kernels this run calls: a one-domain run draws its mosaic in Python (crand.mosaic_umats)
+    kernels = [("cpu", "render_cpu")]
+    if sampling.mosaic_domains > 1:
+        kernels.append(("crand", "mosaic_umats_fill"))
+    if cfg.calculate_noise and cfg.noisefile:
+        kernels.append(("noise", "noise_image"))
     if cfg.misset_random:
-        _cache.announce_compile()   # the random orientation is drawn by a kernel
+        kernels.append(("crand", "mosaic_rotation_umat"))
+        _cache.announce_compile(entry_points=kernels)   # the random orientation is drawn by a kernel
     xtal, oversample = X.build_crystal(cfg_eff, crand, cfg.lambda0, det.distance, det.pixel_size, log)
     check_tables(det, cfg, sampling)
     mask = _load_mask(cfg, det)
@@ -317,7 +324,7 @@ def prepare(cfg: Config, log: Callable[[str], None] = print, crand=None, hkl_cac
                       "the weight column of %s is not used: every source counts equally, as in C"
                       % cfg.sourcefile))
 
-    _cache.announce_compile()       # the first kernel runs here: say so when it has to compile first
+    _cache.announce_compile(entry_points=kernels)   # the first kernel may run here: say so when it has to compile
     umats = crand.mosaic_umats(sampling.mosaic_spread, sampling.mosaic_domains, cfg.mosaic_seed)
     log("  created a total of %d mosaic domains" % sampling.mosaic_domains)
 
