@@ -24,7 +24,7 @@ import sys
 import types
 
 #: what a first run costs (measured: 24 s on one machine, 36-39 s of CPU on a 2-core one)
-COMPILE_SECONDS = 40
+COMPILE_SECONDS = 25
 
 #: kernel functions that could not be cached (compiled in memory in this process)
 UNCACHED = []
