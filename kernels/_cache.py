@@ -23,7 +23,7 @@ import os
 import sys
 import types
 
-#: what a first run costs (measured: 24 s on one machine, 36-39 s of CPU on a 2-core one)
+#: what a first run costs (B4 cold: 22-23 s of CPU on a 2-core machine, bench/results/startup-2core.md)
 COMPILE_SECONDS = 25
 
 #: kernel functions that could not be cached (compiled in memory in this process)
