@@ -624,6 +624,17 @@ def is_committed(path: str) -> bool:
     return "did not match" not in p.stderr and os.path.exists(path)
 
 
+def c_binary(no_c: bool):
+    """The C program named by $NANOBRAGG_C (absolute), None without it or with --no-c; ValueError if not executable."""
+    c_bin = None if no_c else os.environ.get("NANOBRAGG_C")
+    if not c_bin:
+        return None
+    c_bin = shutil.which(c_bin) or c_bin
+    if not (os.path.isfile(c_bin) and os.access(c_bin, os.X_OK)):
+        raise ValueError("NANOBRAGG_C=%s is not an executable file" % c_bin)
+    return os.path.abspath(c_bin)
+
+
 def rerun_command(args, argv) -> str:
     env = "NANOBRAGG_C=%s " % os.environ["NANOBRAGG_C"] if os.environ.get("NANOBRAGG_C") and not args.no_c else ""
     return env + "python -m bench " + " ".join(argv)
@@ -641,13 +652,11 @@ def main(argv=None) -> int:
             f.write(markdown(doc["meta"], doc["results"]))
         print("bench: wrote %s from %s" % (md, args.from_json))
         return 0
-    c_bin = None if args.no_c else os.environ.get("NANOBRAGG_C")
-    if c_bin:
-        c_bin = shutil.which(c_bin) or c_bin
-        if not (os.path.isfile(c_bin) and os.access(c_bin, os.X_OK)):
-            print("NANOBRAGG_C=%s is not an executable file" % c_bin, file=sys.stderr)
-            return 2
-        c_bin = os.path.abspath(c_bin)
+    try:
+        c_bin = c_binary(args.no_c)
+    except ValueError as exc:
+        print(exc, file=sys.stderr)
+        return 2
     global SOURCE_TREE
     SOURCE_TREE = None
     if args.commit:

@@ -247,13 +247,11 @@ def markdown(meta: dict, rows: List[dict]) -> str:
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     args = parse_args(argv)
-    c_bin = None if args.no_c else os.environ.get("NANOBRAGG_C")
-    if c_bin:
-        c_bin = shutil.which(c_bin) or c_bin
-        if not (os.path.isfile(c_bin) and os.access(c_bin, os.X_OK)):
-            print("NANOBRAGG_C=%s is not an executable file" % c_bin, file=sys.stderr)
-            return 2
-        c_bin = os.path.abspath(c_bin)
+    try:
+        c_bin = _run.c_binary(args.no_c)
+    except ValueError as exc:
+        print(exc, file=sys.stderr)
+        return 2
     _run.SOURCE_TREE = None
     if args.commit:
         _run.SOURCE_TREE, args.commit_hash = _run.export_commit(args.commit)
