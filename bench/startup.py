@@ -36,7 +36,6 @@ import datetime as _dt
 import json
 import os
 import platform
-import shutil
 import statistics
 import sys
 import tempfile
