@@ -241,3 +241,25 @@ def test_dxtbx_imports_our_geometry(tmp_path, monkeypatch):
         assert d["axis"] == pytest.approx(g.spindle, abs=1e-9)
         assert d["oscillation"] == pytest.approx([2, 0.25])
         assert d["pixel_sum"] == int(res.int_image().astype(np.int64).sum())
+
+
+@pytest.mark.dials
+@pytest.mark.slow
+def test_dials_imports_a_batch_series_and_finds_spots(tmp_path):
+    if not (shutil.which("dials.import") and shutil.which("dials.find_spots")):
+        pytest.skip("dials.import/dials.find_spots not on PATH (apt-get install dials)")
+    out = tmp_path / "series"
+    assert batch.main(["--phi-series", "0", "0.5", "3", "--noise", "--format", "cbf", "--out", str(out), "--quiet",
+                       "--", "-default_F", "100", "-cell", "40", "42", "45", "90", "90", "90", "-N", "8",
+                       "-detpixels", "200", "-pixel", "0.2", "-distance", "80", "-osc", "0.5", "-seed", "3",
+                       "-misset", "10", "20", "30", "-device", "cpu"]) == 0
+    names = sorted(n for n in os.listdir(out) if n.endswith(".cbf"))
+    assert len(names) == 3
+    p = subprocess.run(["dials.import"] + names, cwd=out, capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-2000:]
+    assert "sweep:    1" in p.stdout and "FormatCBFFull" in p.stdout, p.stdout[-2000:]
+    assert "img_######.cbf" in (out / "imported.expt").read_text()      # one template: the number is last
+    p = subprocess.run(["dials.find_spots", "imported.expt"], cwd=out, capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-2000:]
+    found = [ln for ln in p.stdout.splitlines() if "spots found on 3 images" in ln]
+    assert found and int(found[0].split()[0]) > 50, p.stdout[-2000:]
