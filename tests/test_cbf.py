@@ -199,6 +199,8 @@ CASES = {
     "adxv": ["-adxv"],
     "denzo": ["-denzo"],
     "twotheta": ["-twotheta", "20"],
+    "custom": ["-fdet_vector", "0", "0.1", "1", "-sdet_vector", "0", "-1", "0.1", "-odet_vector", "1", "0", "0",
+               "-beam_vector", "1", "0", "0.02", "-spindle_axis", "0", "0.1", "1", "-Xbeam", "1.1", "-Ybeam", "1.4"],
     "rotations": ["-detector_rotx", "3", "-detector_roty", "-4", "-detector_rotz", "5", "-Xbeam", "1.3",
                   "-Ybeam", "0.9"],
 }
