@@ -309,7 +309,7 @@ class Result:
             raise NanoBraggError("cannot write into %s: no such directory" % directory)
         cfg = self.prep.cfg
         names = {}
-        for key in ("floatfile", "intfile", "pgmfile", "noisefile"):
+        for key in ("floatfile", "intfile", "pgmfile", "noisefile", "cbffile", "cbfnoisefile"):
             name = getattr(cfg, key)
             names[key] = os.path.join(directory, name) if name else None
         prep = _with_cfg(self.prep, cfg.replace(**names))
@@ -450,6 +450,37 @@ def write_smv(path, result: Result, data: Optional[np.ndarray] = None, noise: bo
     header = format_smv_header(**smv_header_values(prep.det, prep.cfg.lambda0, prep.cfg.phi0,
                                                    prep.sampling.osc, bool(noise)))
     _write_smv(path, data, header)
+
+
+def write_cbf(path, result: Result, data: Optional[np.ndarray] = None, noise: bool = False,
+              noise_seed: Optional[int] = None) -> None:
+    """Write an imgCIF/CBF image with ``result``'s full geometry (for dxtbx/DIALS, see docs/dials.md).
+
+    The pixels are ``result.int_image()`` by default, or ``result.noise_image()``
+    with ``noise=True`` (or the ``data`` given: whole numbers of the image's
+    shape that fit in 32 bits).  The header carries the detector, beam and
+    spindle as imgCIF axes and the ground truth (real-space vectors, cell,
+    misset, seeds, command line) as ``_nanobrag_truth`` items.
+    """
+    from .io.cbf import write_cbf as _write_cbf
+    path = _path(path)
+    prep = _result(result, "write_cbf").prep
+    if not isinstance(noise, (bool, np.bool_)):
+        raise NanoBraggError("noise must be true or false, got %s" % _shown(noise))
+    if noise_seed is not None:
+        noise_seed = _check_seed(noise_seed)
+    if data is None:
+        data = result.noise_image(noise_seed) if noise else result.int_image()
+    else:
+        arr = np.asarray(data) if not isinstance(data, np.ndarray) else data
+        shape = result.floatimage.shape
+        if (arr.shape != shape or arr.dtype.kind not in "iu"
+                or (arr.size and (int(arr.min()) < -2 ** 31 or int(arr.max()) >= 2 ** 31))):
+            raise NanoBraggError("CBF data must be whole numbers of shape %s that fit in 32 bits (as "
+                                 "int_image() or noise_image() give), got %s %s" % (shape, arr.dtype, arr.shape))
+        data = arr
+    _write_cbf(path, prep, data, noise=bool(noise), command_line=prep.cfg.command_line,
+               noise_seed=noise_seed if noise else None)
 
 
 def write_pgm(path, result: Result, scale: Optional[float] = None) -> None:

@@ -49,7 +49,7 @@ PROG = "nanobrag-numba batch"
 MANIFEST = "manifest.jsonl"
 SETTINGS = "batch.json"
 LOCK = ".batch.lock"
-FORMATS = {"tiff": ".tif", "smv": ".img", "float": ".bin"}
+FORMATS = {"tiff": ".tif", "smv": ".img", "float": ".bin", "cbf": ".cbf"}
 NOISE_DIR = "noise"            # the noise images: noise/NAME.img (the frame number stays last)
 MAX_JOB_MEMORY_SHARE = 0.5     # the job list may use at most this share of the available memory
 JOB_BYTES = 8192               # memory per job while a batch runs (job, payload, record), measured ~4 KB
@@ -75,9 +75,12 @@ NOT_PER_JOB = {
     "noop_flags": "internal field",
     "quirk_hits": "internal field",
     "parse_notes": "internal field",
+    "command_line": "internal field",
+    "cbffile": "the batch writes its own files (--format, --noise)",
+    "cbfnoisefile": "the batch writes its own files (--format, --noise)",
 }
 # Flags of the base command line that have no meaning in a batch.
-NOT_IN_BASE = ("-floatfile", "-intfile", "-noisefile", "-pgmfile", "-pgmscale", "-printout",
+NOT_IN_BASE = ("-floatfile", "-intfile", "-noisefile", "-cbffile", "-cbfnoisefile", "-pgmfile", "-pgmscale", "-printout",
                "-printout_pixel", "-trace_pixel")
 # Config fields that name input files: made absolute so that workers in
 # other folders find them.
@@ -467,9 +470,11 @@ def build_parser() -> argparse.ArgumentParser:
     out = p.add_argument_group("output")
     out.add_argument("--out", metavar="DIR", required=False, help="output folder (created; required)")
     out.add_argument("--format", choices=tuple(FORMATS), default="tiff",
-                     help="image file format: tiff (float32, default), smv (C's int image) or float (raw float32)")
+                     help="image file format: tiff (float32, default), smv (C's int image), cbf (the int image as "
+                          "imgCIF with full geometry, for DIALS) or float (raw float32)")
     out.add_argument("--noise", action="store_true",
-                     help="also write C's Poisson-noise SMV image as noise/NAME.img, seed = the job's seed "
+                     help="also write C's Poisson-noise image as noise/NAME.img (noise/NAME.cbf with --format cbf), "
+                          "seed = the job's seed "
                           "field, else the base -seed (default 1) + job index")
     out.add_argument("--quiet", action="store_true", help="no progress line (errors are still printed)")
     run = p.add_argument_group("where to render (default: in this process)")
@@ -669,13 +674,13 @@ def _jsonable(value):
 def output_names(name: str, fmt: str, noise: bool) -> Dict[str, str]:
     """The file names (relative to the output folder) of one image: ``image`` and, with noise, ``noise``.
 
-    ``NAME.tif`` (``.bin``, ``.img``) and ``noise/NAME.img``: a name ending in
+    ``NAME.tif`` (``.bin``, ``.img``, ``.cbf``) and ``noise/NAME.img`` (``.cbf``): a name ending in
     the frame number (``img_000005``) keeps it last before the extension in
     both, so that image readers (dxtbx, ADXV) find the series by template.
     """
     files = {"image": name + FORMATS[fmt]}
     if noise:
-        files["noise"] = NOISE_DIR + "/" + name + ".img"
+        files["noise"] = NOISE_DIR + "/" + name + (".cbf" if fmt == "cbf" else ".img")
     return files
 
 
@@ -851,18 +856,23 @@ def render_job(ctx: dict, job: dict) -> dict:
         fmt = ctx["format"]
         # everything that can fail on the job's values happens before the first file is written
         stats = res.stats
-        smv = res.int_image(res.prep.cfg.intfile_scale) if fmt == "smv" else None
+        smv = res.int_image(res.prep.cfg.intfile_scale) if fmt in ("smv", "cbf") else None
         noise = res.noise_image(job["noise_seed"]) if ctx["noise"] else None
         if fmt == "tiff":
             api.write_tiff(paths["image"], res)
         elif fmt == "float":
             api.write_float(paths["image"], res)
+        elif fmt == "cbf":
+            api.write_cbf(paths["image"], res, data=smv)
         else:
             api.write_smv(paths["image"], res, data=smv)
         written.append(paths["image"])
         if noise is not None:
             os.makedirs(os.path.dirname(paths["noise"]), exist_ok=True)
-            api.write_smv(paths["noise"], res, data=noise, noise=True)
+            if fmt == "cbf":
+                api.write_cbf(paths["noise"], res, data=noise, noise=True, noise_seed=job["noise_seed"])
+            else:
+                api.write_smv(paths["noise"], res, data=noise, noise=True)
             written.append(paths["noise"])
         for p in paths.values():
             _fsync_file(p)

@@ -93,6 +93,8 @@ class Config:
     intfile: Optional[str] = "intimage.img"
     pgmfile: Optional[str] = "image.pgm"
     noisefile: Optional[str] = "noiseimage.img"
+    cbffile: Optional[str] = None          # int image as full-geometry imgCIF/CBF (this port)
+    cbfnoisefile: Optional[str] = None     # noise image as CBF (this port; needs the noise on)
     write_pgm: bool = True
     calculate_noise: bool = True
 
@@ -204,6 +206,7 @@ class Config:
     noop_flags: Tuple[str, ...] = ()       # flags C accepts but ignores
     quirk_hits: Tuple[str, ...] = ()       # parser-level quirks that fired
     parse_notes: Tuple[str, ...] = ()      # the command line's notes (spellings, ignored words)
+    command_line: Optional[str] = None     # the flags as given (written into CBF headers as ground truth)
 
     def replace(self, **changes) -> "Config":
         """Return a copy with some fields changed (``dataclasses.replace``)."""

@@ -37,6 +37,7 @@ from __future__ import annotations
 import difflib
 import math
 import re
+import shlex
 import sys
 from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional, Tuple
@@ -496,6 +497,10 @@ _f("-pgmfile", O_, "8-bit PGM image (image.pgm)", aliases="-pgmimage", match="-p
 _f("-noisefile", O_, "SMV image with Poisson noise (noiseimage.img)", aliases="-noiseimage",
    match="-noisefile -noiseimage", kind="str", fields=("noisefile",), sets=(("calculate_noise", True),),
    metavar="FILE")
+_f("-cbffile", O_, "int image as imgCIF/CBF with full geometry for DIALS (docs/dials.md)", kind="str",
+   fields=("cbffile",), c_flag=False, metavar="FILE")
+_f("-cbfnoisefile", O_, "noise image as imgCIF/CBF with full geometry (not with -nonoise)", kind="str",
+   fields=("cbfnoisefile",), sets=(("calculate_noise", True),), c_flag=False, metavar="FILE")
 _f("-nonoise", O_, "do not write the noise image", nargs=0, sets=(("calculate_noise", False),))
 _f("-nopgm", O_, "do not write the PGM image", nargs=0, sets=(("write_pgm", False),))
 _f("-scale", O_, "scale of the int image (default: 55000/max)", fields=("intfile_scale",))
@@ -773,6 +778,7 @@ def parse_args(argv, open_files: bool = True) -> Config:
     notes = notes + value_notes
     cfg.quirk_hits = cfg.quirk_hits + tuple(hits)
     cfg.parse_notes = tuple(notes)
+    cfg.command_line = " ".join(shlex.quote(w) for w in argv)
     cfg.validate()
     return cfg
 

@@ -765,6 +765,7 @@ def write_outputs(prep: Prepared, image: Image, log: Callable[[str], None] = pri
     """
     from .io.atomic import output_transaction
     from .io.images import write_float_image, write_pgm
+    from .io.cbf import write_cbf
     from .io.smv import format_smv_header, write_smv
     cfg, det = prep.cfg, prep.det
     if fdump is None and prep.fdump is not None:
@@ -798,6 +799,9 @@ def write_outputs(prep: Prepared, image: Image, log: Callable[[str], None] = pri
             log("writing %s as 2-byte integers" % cfg.intfile)
             header = format_smv_header(**smv_header_values(det, cfg.lambda0, cfg.phi0, prep.sampling.osc, False))
             write_smv(cfg.intfile, int_image(prep, img, scale), header)
+        if cfg.cbffile:
+            log("writing %s as byte-offset CBF" % cfg.cbffile)
+            write_cbf(cfg.cbffile, prep, int_image(prep, img, scale), noise=False, command_line=cfg.command_line)
         if cfg.write_pgm and cfg.pgmfile:
             pgm_scale = cfg.pgm_scale
             if pgm_scale <= 0.0:
@@ -807,12 +811,17 @@ def write_outputs(prep: Prepared, image: Image, log: Callable[[str], None] = pri
             log("pgm_scale = %g" % pgm_scale)
             log("writing %s as 1-byte integers" % cfg.pgmfile)
             write_pgm(cfg.pgmfile, pgm_image(prep, img, pgm_scale), pgm_scale)
-        if cfg.calculate_noise and cfg.noisefile:
+        if cfg.calculate_noise and (cfg.noisefile or cfg.cbfnoisefile):
             noise, photons, overloads = prep.crand.noise(img, det.roi, cfg.adc_offset, cfg.seed)
             log("%.0f photons on noise image (%d overloads)" % (photons, overloads))
-            log("writing %s as 2-byte integers" % cfg.noisefile)
-            header = format_smv_header(**smv_header_values(det, cfg.lambda0, cfg.phi0, prep.sampling.osc, True))
-            write_smv(cfg.noisefile, noise, header)
+            if cfg.noisefile:
+                log("writing %s as 2-byte integers" % cfg.noisefile)
+                header = format_smv_header(**smv_header_values(det, cfg.lambda0, cfg.phi0, prep.sampling.osc,
+                                                               True))
+                write_smv(cfg.noisefile, noise, header)
+            if cfg.cbfnoisefile:
+                log("writing %s as byte-offset CBF" % cfg.cbfnoisefile)
+                write_cbf(cfg.cbfnoisefile, prep, noise, noise=True, command_line=cfg.command_line)
     return st
 
 
@@ -835,7 +844,7 @@ def print_notes(prep: Prepared, image: Optional[Image] = None, out=None):
 
 # the files a run writes and reads, with the flag that names each (for write_outputs' checks)
 _OUTPUT_FLAGS = (("-floatfile", "floatfile"), ("-intfile", "intfile"), ("-pgmfile", "pgmfile"),
-                 ("-noisefile", "noisefile"))
+                 ("-noisefile", "noisefile"), ("-cbffile", "cbffile"), ("-cbfnoisefile", "cbfnoisefile"))
 _INPUT_FLAGS = (("-hkl", "hklfile"), ("-mat", "matfile"), ("-mask", "maskfile"), ("-img", "imgfile"),
                 ("-sourcefile", "sourcefile"), ("-stol", "stolfile"))
 
@@ -845,7 +854,7 @@ def _output_files(cfg: Config, dumpfile: Optional[str]):
     outs = [("-dump", dumpfile)] if dumpfile else []
     for flag, name in _OUTPUT_FLAGS:
         path = getattr(cfg, name)
-        if not path or (name == "pgmfile" and not cfg.write_pgm) or (name == "noisefile" and not cfg.calculate_noise):
+        if not path or (name == "pgmfile" and not cfg.write_pgm) or (name in ("noisefile", "cbfnoisefile") and not cfg.calculate_noise):
             continue
         outs.append((flag, path))
     return outs
@@ -868,8 +877,9 @@ def _check_files(cfg: Config, dumpfile: Optional[str]):
 def _output_sizes(prep: Prepared, fdump):
     """(flag, path, bytes) of every output, for the free-space check."""
     npix = prep.det.fpixels * prep.det.spixels
-    per_pixel = {"-floatfile": 4, "-intfile": 2, "-pgmfile": 1, "-noisefile": 2}
-    sizes = [(flag, path, npix * per_pixel[flag] + 1024)
+    per_pixel = {"-floatfile": 4, "-intfile": 2, "-pgmfile": 1, "-noisefile": 2,
+                 "-cbffile": 3, "-cbfnoisefile": 3}    # byte offset: at most 3 bytes for 16-bit values
+    sizes = [(flag, path, npix * per_pixel[flag] + 16384)
              for flag, path in _output_files(prep.cfg, None)]
     if fdump is not None:
         sizes.append(("-dump", fdump[0], fdump[1].F.nbytes + 64))

@@ -23,6 +23,7 @@ BASE = ["-default_F", "1", "-cell", "40", "40", "40", "90", "90", "90"]
 def settings_of(cfg):
     d = dataclasses.asdict(cfg)
     d.pop("parse_notes")
+    d.pop("command_line")      # a record of the words, not a setting
     return d
 
 
