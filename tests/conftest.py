@@ -10,7 +10,7 @@ sys.path.insert(0, os.path.dirname(__file__))
 def pytest_addoption(parser):
     parser.addoption("--runslow", action="store_true", default=False,
                      help="also run the tests marked slow (CUDA PTX compiles, the uncached single-precision "
-                          "kernel, end-to-end renders of outside command lines); NANOBRAGG_RUNSLOW=1 does the same")
+                          "kernel, DIALS on a CBF series); NANOBRAGG_RUNSLOW=1 does the same")
 
 
 def pytest_collection_modifyitems(config, items):
@@ -18,7 +18,7 @@ def pytest_collection_modifyitems(config, items):
         return
     if config.getoption("-m"):          # an explicit marker expression (e.g. -m slow) decides by itself
         return
-    skip = pytest.mark.skip(reason="slow (compiles for a minute or more): run with --runslow or NANOBRAGG_RUNSLOW=1")
+    skip = pytest.mark.skip(reason="marked slow: run with --runslow or NANOBRAGG_RUNSLOW=1")
     for item in items:
         if "slow" in item.keywords:
             item.add_marker(skip)
