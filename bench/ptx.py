@@ -275,9 +275,15 @@ def g1_signature(precision: str):
             types.uint16[::1], types.float64[:, ::1], types.int64[::1], ft[:, ::1], types.int64, types.int64)
 
 
-def _generic_kernel(precision: str):
-    from nanobrag_numba.kernels import cuda as kcuda
-    return kcuda.kernel(precision)
+def _variant_kernel(**fixed):
+    """precision -> the CUDA kernel of the common-case variant with ``fixed`` options changed
+    (``generic=True``: every option at run time, the kernel before variants)."""
+    def build(precision: str):
+        from nanobrag_numba.kernels import cuda as kcuda
+        from nanobrag_numba.kernels import variants as V
+        variant = V.GENERIC if fixed.get("generic") else V.COMMON._replace(**fixed)
+        return kcuda.kernel(precision, variant)
+    return build
 
 
 def _threads_per_block() -> int:
@@ -301,9 +307,13 @@ class Variant:
     threads_per_block: Callable[[], int] = _threads_per_block
 
 
-#: later compile-time variants are more entries here
+#: compile-time variants (kernels/variants.py): "G1" is variants.COMMON, the one a G1 run selects;
+#: "generic" decides every option at run time (the single kernel before variants)
 VARIANTS: List[Variant] = [
-    Variant("G1", _generic_kernel, g1_signature),
+    Variant("G1", _variant_kernel(), g1_signature),
+    Variant("generic", _variant_kernel(generic=True), g1_signature),
+    Variant("G1+interp", _variant_kernel(interpolate=1), g1_signature),
+    Variant("G1+quirks", _variant_kernel(quirks=1), g1_signature),
 ]
 PRECISIONS = ("double", "single")
 

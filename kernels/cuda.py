@@ -16,8 +16,8 @@ import os
 import numpy as np
 from numba import cuda
 
-from . import physics as _p64
 from .physics import TRACE_FIELDS
+from .variants import GENERIC, physics as variant_physics, variant_of
 
 #: threads per block; 128 keeps enough blocks in flight for 64x64 images too
 THREADS_PER_BLOCK = int(os.environ.get("NANOBRAGG_CUDA_TPB", "128"))
@@ -45,18 +45,24 @@ def _make_kernel(phys):
     return render_kernel
 
 
+#: kernels built in this process, by (precision, variant); not cached on disk (numba-cuda compiles
+#: a variant at its first launch in a process)
 _KERNELS = {}
 
+#: the variant of the latest launch (for tests and logs)
+last_variant = None
 
-def kernel(precision="double"):
-    """The CUDA kernel of a precision (``double`` or ``single``), built once."""
-    if precision not in _KERNELS:
-        if precision == "single":
-            from . import physics32 as phys
-        else:
-            phys = _p64
-        _KERNELS[precision] = _make_kernel(phys)
-    return _KERNELS[precision]
+
+def kernel(precision="double", variant=GENERIC):
+    """The CUDA kernel of a precision (``double`` or ``single``) and a compile-time variant, built once.
+
+    ``variant`` is a :class:`~.variants.Variant` (``variants.variant_of(params)``
+    picks the one of a run); ``GENERIC`` decides every option at run time.
+    """
+    key = (precision, variant)
+    if key not in _KERNELS:
+        _KERNELS[key] = _make_kernel(variant_physics(variant, single=(precision == "single")))
+    return _KERNELS[key]
 
 
 def device_hkl(Fhkl, precision="double"):
@@ -80,13 +86,20 @@ def device_tables(sources, rot, phi_map, phi_map_first, Fhkl, mask, precision="d
             cuda.to_device(np.ascontiguousarray(mask)))
 
 
-def render_cuda(params, tables, npix, precision="double", threads_per_block=None):
-    """Launch the kernel over all pixels; returns device arrays (rows [6, npix], first_oob [npix])."""
+def render_cuda(params, tables, npix, precision="double", threads_per_block=None, variant=None):
+    """Launch the kernel over all pixels; returns device arrays (rows [6, npix], first_oob [npix]).
+
+    ``variant`` defaults to the one of ``params`` (:func:`~.variants.variant_of`).
+    """
+    global last_variant
+    if variant is None:
+        variant = variant_of(params)
+    last_variant = variant
     tpb = threads_per_block or THREADS_PER_BLOCK
     out = cuda.device_array((6, npix), dtype=np.float64)
     oob = cuda.device_array(npix, dtype=np.int64)
     trace = cuda.device_array((1, TRACE_FIELDS), dtype=np.float32 if precision == "single" else np.float64)
     blocks = (npix + tpb - 1) // tpb
-    kernel(precision)[blocks, tpb](params, *tables, out, oob, trace, 0, npix)
+    kernel(precision, variant)[blocks, tpb](params, *tables, out, oob, trace, 0, npix)
     cuda.synchronize()
     return out, oob

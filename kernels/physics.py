@@ -50,6 +50,26 @@ ACC = float
 SINGLE = False
 
 SQUARE, ROUND, GAUSS, TOPHAT = 0, 1, 2, 3
+
+# Compile-time variant (see ``variants.py``).  Each option that selects a
+# code path is read through :func:`option`, :func:`may` or :func:`fixed`
+# from one of these globals.  Here every option is ANY: decided at run time
+# from ``p`` (the CPU kernel, tracing, the generic CUDA kernel).  A variant
+# re-executes this source with some of them fixed to OFF, ON (or a shape
+# code); Numba freezes globals as constants, so the dead branches vanish.
+ANY, OFF, ON = -1, 0, 1
+V_QUIRKS = ANY          # -c_quirks
+V_TRACE = ANY           # trace rows (ANY or OFF)
+V_SHAPE = ANY           # crystal shape code
+V_INTERP = ANY          # tricubic interpolation of F
+V_SENSOR = ANY          # OFF: one layer of a zero-thickness sensor; ON: detector_thick != 0
+V_OVS_THICK = ANY       # -oversample_thick
+V_OVS_POLAR = ANY       # -oversample_polar
+V_OVS_OMEGA = ANY       # -oversample_omega
+V_WATER = ANY           # water background
+V_MASK = ANY            # OFF: no mask and the ROI is the whole detector (ANY or OFF)
+V_CURVED = ANY          # curved detector
+V_DMIN = ANY            # -dmin
 SHAPES_CODE = {"SQUARE": SQUARE, "ROUND": ROUND, "GAUSS": GAUSS, "TOPHAT": TOPHAT}
 
 KPARAMS_FIELDS = (
@@ -131,6 +151,28 @@ TRACE_COLUMNS = (
     "I", "polar", "capture_fraction", "interpolated", "skipped",
 )
 TRACE_FIELDS = len(TRACE_COLUMNS)
+
+
+@njit(inline="always")
+def option(setting, runtime):
+    """An on/off option: ``runtime`` (a bool) when the variant leaves it ANY, else the variant's value."""
+    if setting == ANY:
+        return runtime
+    return setting == ON
+
+
+@njit(inline="always")
+def may(setting):
+    """False only where the variant fixes the option OFF (its code can then be left out)."""
+    return setting != OFF
+
+
+@njit(inline="always")
+def fixed(setting, runtime):
+    """A coded option (the shape): ``runtime`` when the variant leaves it ANY, else the variant's code."""
+    if setting == ANY:
+        return runtime
+    return setting
 
 
 @njit(inline="always")
@@ -309,7 +351,8 @@ def lattice_factor(p, h, k, l, h0, k0, l0):
     fa = F(1.0)
     fb = F(1.0)
     fc = F(1.0)
-    if p.shape == SQUARE:
+    shape = fixed(V_SHAPE, p.shape)
+    if shape == SQUARE:
         F_latt = F(1.0)
         if p.Na > 1:
             fa = sincg_h(h, p.Na)
@@ -324,7 +367,7 @@ def lattice_factor(p, h, k, l, h0, k0, l0):
     dh = h - F(h0)
     dk = k - F(k0)
     dl = l - F(l0)
-    if p.shape == ROUND:
+    if shape == ROUND:
         hrad_sqr = dh * dh * p.Na * p.Na + dk * dk * p.Nb * p.Nb + dl * dl * p.Nc * p.Nc
         return (p.Na * p.Nb * p.Nc * F(0.723601254558268) * sinc3(F(math.pi) * math.sqrt(hrad_sqr * p.fudge)),
                 fa, fb, fc)
@@ -332,7 +375,7 @@ def lattice_factor(p, h, k, l, h0, k0, l0):
     dy = dh * p.astar_y + dk * p.bstar_y + dl * p.cstar_y
     dz = dh * p.astar_z + dk * p.bstar_z + dl * p.cstar_z
     rad_star_sqr = (dx * dx + dy * dy + dz * dz) * p.Na * p.Na * p.Nb * p.Nb * p.Nc * p.Nc
-    if p.shape == GAUSS:
+    if shape == GAUSS:
         return p.Na * p.Nb * p.Nc * math.exp(-(rad_star_sqr / F(0.63) * p.fudge)), fa, fb, fc
     inside = F(1.0) if rad_star_sqr * p.fudge < F(0.3969) else F(0.0)
     return p.Na * p.Nb * p.Nc * inside, fa, fb, fc
@@ -346,7 +389,7 @@ def subpixel_position(p, fpixel, spixel, subF, subS, Odet):
     px = Fdet * p.fdet_x + Sdet * p.sdet_x + Odet * p.odet_x + p.pix0_x
     py = Fdet * p.fdet_y + Sdet * p.sdet_y + Odet * p.odet_y + p.pix0_y
     pz = Fdet * p.fdet_z + Sdet * p.sdet_z + Odet * p.odet_z + p.pix0_z
-    if p.curved != 0:
+    if option(V_CURVED, p.curved != 0):
         vx = p.distance * p.beam_x
         vy = p.distance * p.beam_y
         vz = p.distance * p.beam_z
@@ -358,12 +401,14 @@ def subpixel_position(p, fpixel, spixel, subF, subS, Odet):
 @njit(inline="always")
 def dmin_skips(p, stol):
     """True where ``-dmin`` drops a contribution (resolution finer than dmin)."""
-    return p.dmin > 0.0 and stol > 0.0 and p.dmin > F(0.5) / stol
+    return option(V_DMIN, p.dmin > 0.0) and stol > 0.0 and p.dmin > F(0.5) / stol
 
 
 @njit(inline="always")
 def pixel_is_rendered(p, mask, spixel, fpixel):
     """C's test: inside the (inclusive) ROI and not zero in the mask."""
+    if not may(V_MASK):
+        return True
     if fpixel < p.roi_xmin or fpixel > p.roi_xmax or spixel < p.roi_ymin or spixel > p.roi_ymax:
         return False
     if p.use_mask != 0 and mask[spixel * p.fpixels + fpixel] == 0:
@@ -421,7 +466,14 @@ def _render_pixel(p, spixel, fpixel, sources, rot, phi_map, phi_map_first, Fhkl,
         hkl table, -1 if none (for ``-c_quirks`` and the warning).
     """
     imgidx = spixel * p.fpixels + fpixel
-    quirks = p.quirks != 0
+    quirks = option(V_QUIRKS, p.quirks != 0)
+    ovs_thick = option(V_OVS_THICK, p.oversample_thick != 0)
+    ovs_polar = option(V_OVS_POLAR, p.oversample_polar != 0)
+    ovs_omega = option(V_OVS_OMEGA, p.oversample_omega != 0)
+    thick = option(V_SENSOR, p.detector_thick != 0.0)
+    nthick = 1 if V_SENSOR == OFF else p.thicksteps
+    water = option(V_WATER, p.water != 0)
+    interpolate = option(V_INTERP, p.interpolate != 0)
     I = ACC(p.I_bg) if quirks else ACC(0.0)
     polar = F(1.0) if p.nopolar != 0 else F(0.0)
     omega_pixel = F(0.0)
@@ -433,26 +485,26 @@ def _render_pixel(p, spixel, fpixel, sources, rot, phi_map, phi_map_first, Fhkl,
     first_oob = -1
     evaluation = 0
     ntrace = 0
-    tracing = imgidx == p.trace_pixel
+    tracing = option(V_TRACE, imgidx == p.trace_pixel)
     loop_seen = imgidx != p.first_phi_pixel
-    thick_weighted = (not quirks) and p.detector_thick > 0.0 and p.oversample_thick == 0
-    for thick_tic in range(p.thicksteps):
+    thick_weighted = (not quirks) and thick and p.detector_thick > 0.0 and not ovs_thick
+    for thick_tic in range(nthick):
         Odet = F(thick_tic) * p.thickstep
         capture = F(0.0)
-        if p.detector_thick == 0.0:
+        if not thick:
             capture = F(1.0)
         for subS in range(p.oversample):
             for subF in range(p.oversample):
                 px, py, pz, Fdet, Sdet = subpixel_position(p, fpixel, spixel, subF, subS, Odet)
                 dx, dy, dz, airpath = unitize3(px, py, pz)
-                if omega_pixel == 0.0 or p.oversample_omega != 0:
+                if omega_pixel == 0.0 or ovs_omega:
                     omega_pixel = p.pixel_size * p.pixel_size / airpath / airpath * p.close_distance / airpath
                     if p.point_pixel != 0:
                         omega_pixel = F(1.0) / airpath / airpath
                     if omega_bg == 0.0:
                         omega_bg = omega_pixel
                 omega_sum += omega_pixel
-                if capture == 0.0 or p.oversample_thick != 0:
+                if capture == 0.0 or ovs_thick:
                     parallax = dx * p.odet_x + dy * p.odet_y + dz * p.odet_z
                     capture = (math.exp(-F(thick_tic) * p.thickstep * p.detector_mu / parallax)
                                - math.exp(-F(thick_tic + 1) * p.thickstep * p.detector_mu / parallax))
@@ -469,13 +521,16 @@ def _render_pixel(p, spixel, fpixel, sources, rot, phi_map, phi_map_first, Fhkl,
                     stol = F(0.5) * math.sqrt(sx * sx + sy * sy + sz * sz)
                     if dmin_skips(p, stol):
                         continue
-                    if polar == 0.0 or p.oversample_polar != 0:
+                    if polar == 0.0 or ovs_polar:
                         polar, dx, dy, dz = polarization_factor(p.kahn, ix, iy, iz, dx, dy, dz,
                                                                 p.polar_x, p.polar_y, p.polar_z)
                         if polar_bg < 0.0:
                             polar_bg = polar
                     for phi_tic in range(p.phisteps):
-                        r = phi_map[phi_tic] if loop_seen else phi_map_first[phi_tic]
+                        # the maps are the identity without -c_quirks (crystal.phi_maps)
+                        r = phi_tic
+                        if may(V_QUIRKS):
+                            r = phi_map[phi_tic] if loop_seen else phi_map_first[phi_tic]
                         for mos_tic in range(p.mosaic_domains):
                             ax = rot[r, mos_tic, 0]
                             ay = rot[r, mos_tic, 1]
@@ -493,12 +548,13 @@ def _render_pixel(p, spixel, fpixel, sources, rot, phi_map, phi_map_first, Fhkl,
                             k0 = int(math.ceil(k - F(0.5)))
                             l0 = int(math.ceil(l - F(0.5)))
                             F_latt, fa, fb, fc = lattice_factor(p, h, k, l, h0, k0, l0)
-                            skipped = F_latt == 0.0 and p.water == 0
+                            skipped = F_latt == 0.0 and not water
                             F_cell = F(0.0)
                             interpolated = False
                             if not skipped:
-                                if p.interpolate != 0 and (
-                                        imgidx < p.interp_cut_pixel
+                                # the cut (C's interpolation switched off at the first miss) is -c_quirks only
+                                if interpolate and (
+                                        not may(V_QUIRKS) or imgidx < p.interp_cut_pixel
                                         or (imgidx == p.interp_cut_pixel and evaluation < p.interp_cut_eval)):
                                     if interp_out_of_range(p, h, k, l):
                                         if first_oob < 0:
@@ -511,19 +567,19 @@ def _render_pixel(p, spixel, fpixel, sources, rot, phi_map, phi_map_first, Fhkl,
                                     F_cell = nearest_F(p, Fhkl, h0, k0, l0)
                                 if quirks:
                                     I += F_cell * F_cell * F_latt * F_latt
-                                    if p.oversample_thick != 0:
+                                    if ovs_thick:
                                         I *= capture
-                                    if p.oversample_polar != 0:
+                                    if ovs_polar:
                                         I *= polar
-                                    if p.oversample_omega != 0:
+                                    if ovs_omega:
                                         I *= omega_pixel
                                 else:
                                     term = F_cell * F_cell * F_latt * F_latt
-                                    if thick_weighted or p.oversample_thick != 0:
+                                    if thick_weighted or ovs_thick:
                                         term *= capture
-                                    if p.oversample_polar != 0:
+                                    if ovs_polar:
                                         term *= polar
-                                    if p.oversample_omega != 0:
+                                    if ovs_omega:
                                         term *= omega_pixel
                                     I += term
                             if tracing and ntrace < trace.shape[0]:
@@ -541,15 +597,15 @@ def _render_pixel(p, spixel, fpixel, sources, rot, phi_map, phi_map_first, Fhkl,
                             evaluation += 1
                     loop_seen = True
     cap_f = F(1.0)
-    if p.oversample_thick == 0 and (quirks or p.detector_thick == 0.0):
+    if not ovs_thick and (quirks or not thick):
         cap_f = capture
-    polar_f = F(1.0) if p.oversample_polar != 0 else polar
-    omega_f = F(1.0) if p.oversample_omega != 0 else omega_pixel
+    polar_f = F(1.0) if ovs_polar else polar
+    omega_f = F(1.0) if ovs_omega else omega_pixel
     bg = F(0.0)
-    if not quirks and p.water != 0:
+    if not quirks and water:
         if polar_bg < 0.0:
             polar_bg = polar
-        cap_bg = F(1.0) if p.detector_thick == 0.0 else capture_bg
+        cap_bg = F(1.0) if not thick else capture_bg
         bg = polar_bg * omega_bg * cap_bg
     return I, cap_f, polar_f, omega_f, bg, omega_sum, first_oob
 

@@ -112,7 +112,10 @@ def run_kernel(backend: str, prep, params, progress=None):
     if backend == "cuda":
         from .kernels import cuda as kcuda
         from .kernels.physics import make_kparams
+        from .kernels.variants import variant_of
         precision = prep.cfg.precision
+        # the compile-time variant of this run's options (the common case is straight-line code)
+        variant = variant_of(params)
         if precision == "single":
             params = make_kparams(np.float32, **params._asdict())
         tables = prep.device_tables.get(precision)
@@ -124,7 +127,7 @@ def run_kernel(backend: str, prep, params, progress=None):
             tables = kcuda.device_tables(prep.sources, prep.rot, prep.phi_map, prep.phi_map_first,
                                          prep.hkl_device[key][1], prep.mask, precision)
             prep.device_tables[precision] = tables
-        out, oob = kcuda.render_cuda(params, tables, npix, precision)
+        out, oob = kcuda.render_cuda(params, tables, npix, precision, variant=variant)
         xp = array_module(backend)
         if xp is np:
             return out.copy_to_host(), oob.copy_to_host(), np

@@ -19,7 +19,8 @@ def main():
     kcuda.THREADS_PER_BLOCK = 16    # several blocks even on tiny images
     prep = nb.Simulator(flags, device="cpu").prepare()
     rows, oob, _xp = run_kernel("cuda", prep, prep.params)
-    np.savez(out, rows=rows, oob=oob)
+    # the compile-time variant that was launched (kernels/variants.py)
+    np.savez(out, rows=rows, oob=oob, variant=np.array(kcuda.last_variant, dtype=np.int64))
 
 
 if __name__ == "__main__":

@@ -110,7 +110,7 @@ def test_missing_ptxas_names_the_bench_extra(monkeypatch, capsys):
 
 def test_unknown_variant_is_refused(capsys):
     assert ptx.main(["--variants", "G1,nope"]) == 2
-    assert "unknown variant(s) nope (known: G1)" in capsys.readouterr().err
+    assert "unknown variant(s) nope (known: G1, generic, " in capsys.readouterr().err
 
 
 def test_g1_signature_is_the_type_of_a_prepared_g1_launch(tmp_path):
@@ -126,6 +126,9 @@ def test_g1_signature_is_the_type_of_a_prepared_g1_launch(tmp_path):
     write_p1_hkl(hkl, cell=cases.CELL, dmin=10.0, seed=1, F000=0.0)
     cfg = config_from_flags(cases.CASES["G1"].words(hkl) + ["-device", "cpu", "-detpixels", "16"])
     prep = prepare(cfg, lambda s: None, write_dump=False)
+    # a G1 run launches the common-case variant, the one the report calls "G1"
+    from nanobrag_numba.kernels import variants as V
+    assert V.variant_of(prep.params) == V.COMMON
     npix = 16 * 16
     for precision, dt in (("double", np.float64), ("single", np.float32)):
         params = prep.params if precision == "double" else make_kparams(np.float32, **prep.params._asdict())
@@ -174,3 +177,16 @@ def test_c_kernel_folder_without_the_source_is_refused(tmp_path, capsys, monkeyp
     assert ptx.main(["--c-cuda", str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "no nanoBraggCUDA.cu there" in err[0]
+
+
+def test_g1_report_entry_is_the_common_variant_and_generic_is_the_old_kernel():
+    from nanobrag_numba.kernels import cuda as kcuda
+    from nanobrag_numba.kernels import physics, variants as V
+    by_name = {v.name: v for v in ptx.VARIANTS}
+    assert by_name["G1"].kernel("double") is kcuda.kernel("double", V.COMMON)
+    assert by_name["generic"].kernel("double") is kcuda.kernel("double", V.GENERIC)
+    # the generic build is physics.py itself (the CPU kernel's source), every option at run time
+    assert V.physics(V.GENERIC) is physics
+    assert all(getattr(physics, name) == physics.ANY for _, name in V.OPTION_GLOBALS)
+    common = V.physics(V.COMMON)
+    assert common.V_SHAPE == physics.SQUARE and common.V_QUIRKS == physics.OFF

@@ -34,6 +34,20 @@ SIM_CASES = {
                          "-round_xtal -water 20",
     "xds_twotheta_quirks": "-N 3 -xds -detpixels 9 -pixel 3.0 -twotheta 10 -phi 0 -osc 1 -phisteps 2 "
                            "-oversample_omega -oversample 2 -c_quirks",
+    "curved_dmin_tophat_thick": "-N 3 -detpixels 8 -pixel 3.0 -curved_det -dmin 8 -tophat_spots -fudge 2 "
+                                "-oversample 2 -oversample_thick -oversample_polar -detector_thick 50 "
+                                "-detector_thicksteps 2",
+}
+
+# the compile-time variant (kernels/variants.py) each case must launch: the first is the common case
+# (G1's straight-line kernel), the others fix other options
+SIM_VARIANTS = {
+    "mosaic_dispersion_oversample": "common",
+    "phi_interpolate_roi": "common+interpolate=on,mask=any",
+    "thick_polar_round": "common+shape=round,sensor=on,water=on",
+    "xds_twotheta_quirks": "common+quirks=on,oversample_omega=on",
+    "curved_dmin_tophat_thick": "common+shape=tophat,sensor=on,oversample_thick=on,oversample_polar=on,"
+                                "curved=on,dmin=on",
 }
 
 
@@ -62,6 +76,10 @@ def test_cuda_simulator_matches_cpu_kernel(name, tmp_path):
     finally:
         os.chdir(cwd)
     assert rows[0].max() > 0
+    from nanobrag_numba.kernels import variants as V
+    launched = V.Variant(*(int(x) for x in sim["variant"]))
+    assert launched == V.variant_of(prep.params) and V.describe(launched) == SIM_VARIANTS[name]
+    assert (launched == V.COMMON) == (name == "mosaic_dispersion_oversample")
     np.testing.assert_allclose(sim["rows"], rows, rtol=T.CUDA_SIM_RTOL, atol=0)
     np.testing.assert_array_equal(sim["oob"], oob)
 
