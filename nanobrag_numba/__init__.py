@@ -12,7 +12,7 @@ Heavy modules (Numba kernels) are imported on first use.
 __version__ = "0.1.0"
 
 _API = ("config_from_flags", "simulate", "Simulator", "Result", "write_float", "write_tiff", "write_smv",
-        "write_cbf", "write_pgm", "noise_image")
+        "write_cbf", "write_nxs", "write_pgm", "noise_image")
 __all__ = ["Config", "NanoBraggError", "__version__"] + list(_API)
 
 

@@ -309,7 +309,7 @@ class Result:
             raise NanoBraggError("cannot write into %s: no such directory" % directory)
         cfg = self.prep.cfg
         names = {}
-        for key in ("floatfile", "intfile", "pgmfile", "noisefile", "cbffile", "cbfnoisefile"):
+        for key in ("floatfile", "intfile", "pgmfile", "noisefile", "cbffile", "cbfnoisefile", "nxsfile"):
             name = getattr(cfg, key)
             names[key] = os.path.join(directory, name) if name else None
         prep = _with_cfg(self.prep, cfg.replace(**names))
@@ -481,6 +481,50 @@ def write_cbf(path, result: Result, data: Optional[np.ndarray] = None, noise: bo
         data = arr
     _write_cbf(path, prep, data, noise=bool(noise), command_line=prep.cfg.command_line,
                noise_seed=noise_seed if noise else None)
+
+
+def write_nxs(path, results, noise: bool = False, noise_seed: Optional[int] = None,
+              float_images: bool = True) -> None:
+    """Write one NeXus/NXmx HDF5 file with full geometry (for dxtbx/DIALS, see docs/dials.md).
+
+    ``results`` is a Result, or a list of Results of one series (a rotation
+    series or stills rendered in this process with the same detector and
+    beam; each image's spindle angle is its own ``-phi``).  The image stack
+    ``/entry/data/data`` holds their ``int_image()`` (or ``noise_image()``
+    with ``noise=True``), ``/entry/data/float_data`` the float images unless
+    ``float_images=False``; the ground truth of the first result is in
+    ``/entry/sample/ground_truth``.
+    """
+    from .io.cbf import lab_geometry
+    from .io.nxmx import write_nxmx
+    path = _path(path)
+    many = isinstance(results, (list, tuple))
+    results = list(results) if many else [results]
+    if not results:
+        raise NanoBraggError("write_nxs needs at least one Result")
+    for r in results:
+        _result(r, "write_nxs")
+    if not isinstance(noise, (bool, np.bool_)):
+        raise NanoBraggError("noise must be true or false, got %s" % _shown(noise))
+    if not isinstance(float_images, (bool, np.bool_)):
+        raise NanoBraggError("float_images must be true or false, got %s" % _shown(float_images))
+    if noise_seed is not None:
+        noise_seed = _check_seed(noise_seed)
+    geos = [lab_geometry(r.prep) for r in results]
+    g0 = geos[0]
+    for i, g in enumerate(geos[1:], 1):
+        same = (g.fpixels == g0.fpixels and g.spixels == g0.spixels and g.pixel_size_mm == g0.pixel_size_mm
+                and np.allclose(g.origin, g0.origin, rtol=0, atol=1e-9) and np.allclose(g.fast, g0.fast, atol=1e-12)
+                and np.allclose(g.slow, g0.slow, atol=1e-12) and np.allclose(g.spindle, g0.spindle, atol=1e-12)
+                and g.wavelength_A == g0.wavelength_A and g.osc_range_deg == g0.osc_range_deg)
+        if not same:
+            raise NanoBraggError("write_nxs: result %d has another detector, beam, spindle or oscillation than "
+                                 "result 0 (one NXmx file holds one series)" % i)
+    images = [r.noise_image(noise_seed) if noise else r.int_image() for r in results]
+    prep = results[0].prep
+    write_nxmx(path, prep, images, [g.phi_start_deg for g in geos], noise=bool(noise),
+               command_line=prep.cfg.command_line, noise_seed=noise_seed if noise else None,
+               float_images=[r.floatimage for r in results] if float_images else None)
 
 
 def write_pgm(path, result: Result, scale: Optional[float] = None) -> None:

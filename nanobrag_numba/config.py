@@ -95,6 +95,7 @@ class Config:
     noisefile: Optional[str] = "noiseimage.img"
     cbffile: Optional[str] = None          # int image as full-geometry imgCIF/CBF (this port)
     cbfnoisefile: Optional[str] = None     # noise image as CBF (this port; needs the noise on)
+    nxsfile: Optional[str] = None          # int + float image as NeXus/NXmx HDF5 (this port)
     write_pgm: bool = True
     calculate_noise: bool = True
 

@@ -766,6 +766,7 @@ def write_outputs(prep: Prepared, image: Image, log: Callable[[str], None] = pri
     from .io.atomic import output_transaction
     from .io.images import write_float_image, write_pgm
     from .io.cbf import write_cbf
+    from .io.nxmx import write_nxmx
     from .io.smv import format_smv_header, write_smv
     cfg, det = prep.cfg, prep.det
     if fdump is None and prep.fdump is not None:
@@ -802,6 +803,10 @@ def write_outputs(prep: Prepared, image: Image, log: Callable[[str], None] = pri
         if cfg.cbffile:
             log("writing %s as byte-offset CBF" % cfg.cbffile)
             write_cbf(cfg.cbffile, prep, int_image(prep, img, scale), noise=False, command_line=cfg.command_line)
+        if cfg.nxsfile:
+            log("writing %s as NeXus/NXmx HDF5" % cfg.nxsfile)
+            write_nxmx(cfg.nxsfile, prep, [int_image(prep, img, scale)], noise=False, command_line=cfg.command_line,
+                       float_images=[img])
         if cfg.write_pgm and cfg.pgmfile:
             pgm_scale = cfg.pgm_scale
             if pgm_scale <= 0.0:
@@ -844,7 +849,8 @@ def print_notes(prep: Prepared, image: Optional[Image] = None, out=None):
 
 # the files a run writes and reads, with the flag that names each (for write_outputs' checks)
 _OUTPUT_FLAGS = (("-floatfile", "floatfile"), ("-intfile", "intfile"), ("-pgmfile", "pgmfile"),
-                 ("-noisefile", "noisefile"), ("-cbffile", "cbffile"), ("-cbfnoisefile", "cbfnoisefile"))
+                 ("-noisefile", "noisefile"), ("-cbffile", "cbffile"), ("-cbfnoisefile", "cbfnoisefile"),
+                 ("-nxsfile", "nxsfile"))
 _INPUT_FLAGS = (("-hkl", "hklfile"), ("-mat", "matfile"), ("-mask", "maskfile"), ("-img", "imgfile"),
                 ("-sourcefile", "sourcefile"), ("-stol", "stolfile"))
 
@@ -878,7 +884,8 @@ def _output_sizes(prep: Prepared, fdump):
     """(flag, path, bytes) of every output, for the free-space check."""
     npix = prep.det.fpixels * prep.det.spixels
     per_pixel = {"-floatfile": 4, "-intfile": 2, "-pgmfile": 1, "-noisefile": 2,
-                 "-cbffile": 3, "-cbfnoisefile": 3}    # byte offset: at most 3 bytes for 16-bit values
+                 "-cbffile": 3, "-cbfnoisefile": 3,
+                 "-nxsfile": 6}    # byte offset: at most 3 bytes for 16-bit values
     sizes = [(flag, path, npix * per_pixel[flag] + 16384)
              for flag, path in _output_files(prep.cfg, None)]
     if fdump is not None:

@@ -1,0 +1,159 @@
+"""NeXus/NXmx output with full geometry (issue 11): -nxsfile and write_nxs.
+
+h5py checks the structure (NXmx classes, depends_on chains, the image stack,
+the ground truth); dxtbx (Debian's DIALS 3.12 for /usr/bin/python3) must import
+the detector, beam and scan that the simulator used: beam centre within
+0.01 px, distance within 1 um (the same comparison as tests/test_cbf.py).
+"""
+import json
+import subprocess
+
+import h5py
+import numpy as np
+import pytest
+
+import nanobrag_numba as nb
+from nanobrag_numba.cli import main
+from nanobrag_numba.io import cbf
+from nanobrag_numba.io.smv import read_smv
+from test_cbf import BASE, CASES, DXTBX_SCRIPT, SYSTEM_PYTHON, _dxtbx_available
+
+MC = np.diag([-1.0, 1.0, -1.0])   # imgCIF <-> McStas
+
+
+def _s(ds):
+    v = ds[()]
+    return v.decode() if isinstance(v, bytes) else str(v)
+
+
+def _chain_origin(f, path):
+    """Sum of the translations of a depends_on chain (mm): where the chain puts the module."""
+    total = np.zeros(3)
+    while path != ".":
+        ds = f[path]
+        assert ds.attrs["transformation_type"] == "translation"
+        total += float(ds[()]) * np.asarray(ds.attrs["vector"]) + np.asarray(ds.attrs["offset"])
+        path = ds.attrs["depends_on"]
+        path = path.decode() if isinstance(path, bytes) else path
+    return total
+
+
+def test_nxsfile_structure_geometry_and_truth(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    flags = BASE + ["-floatfile", "f.bin", "-intfile", "i.img", "-nopgm", "-nonoise", "-nxsfile", "i.nxs",
+                    "-phi", "10", "-osc", "0.5", "-misset", "5", "6", "7", "-twotheta", "15", "-detector_rotz", "4"]
+    assert main(flags) == 0
+    res = nb.simulate(nb.config_from_flags(flags), device="cpu")
+    g = cbf.lab_geometry(res.prep)
+    with h5py.File("i.nxs", "r") as f:
+        entry = f["entry"]
+        assert entry.attrs["NX_class"] == "NXentry" and _s(entry["definition"]) == "NXmx"
+        data = entry["data/data"]
+        assert data.shape == (1, 24, 24) and data.dtype == np.uint16
+        assert np.array_equal(data[0], read_smv("i.img").data)
+        floats = np.fromfile("f.bin", dtype="<f4").reshape(24, 24)
+        assert np.array_equal(entry["data/float_data"][0], floats)
+        det = entry["instrument/detector"]
+        assert det.attrs["NX_class"] == "NXdetector" and _s(det["sensor_material"]) == "Si"
+        mod = det["module"]
+        assert mod.attrs["NX_class"] == "NXdetector_module"
+        assert list(mod["data_size"][()]) == [24, 24] and list(mod["data_origin"][()]) == [0, 0]
+        fast = mod["fast_pixel_direction"]
+        assert float(fast[()]) == pytest.approx(0.1) and fast.attrs["units"] == "mm"
+        assert MC @ fast.attrs["vector"] == pytest.approx(g.fast, abs=1e-12)
+        assert MC @ mod["slow_pixel_direction"].attrs["vector"] == pytest.approx(g.slow, abs=1e-12)
+        origin = _chain_origin(f, fast.attrs["depends_on"])
+        assert MC @ origin == pytest.approx(g.origin, abs=1e-9)
+        assert _s(det["depends_on"]).startswith("/entry/instrument/detector/transformations/")
+        beam = entry["instrument/beam"]
+        assert float(beam["incident_wavelength"][()]) == pytest.approx(1.2) and "incident_wavelength_spectrum" not in beam
+        sample = entry["sample"]
+        omega = f[_s(sample["depends_on"])]
+        assert omega.attrs["transformation_type"] == "rotation" and omega.attrs["units"] == "deg"
+        assert list(omega[()]) == pytest.approx([10.0])
+        assert list(sample["transformations/omega_end"][()]) == pytest.approx([10.5])
+        assert MC @ omega.attrs["vector"] == pytest.approx(g.spindle, abs=1e-12)
+        truth = sample["ground_truth"]
+        assert truth.attrs["NX_class"] == "NXnote"
+        assert list(truth["cell"][()]) == pytest.approx([40, 42, 45, 90, 90, 90])
+        assert list(truth["misset_deg"][()]) == pytest.approx([5, 6, 7])
+        for key, v in zip("abc", g.real_space):
+            assert MC @ truth["real_space_" + key][()] == pytest.approx(v, abs=1e-9)
+        assert "-nxsfile i.nxs" in _s(truth["command_line"])
+        assert int(truth["noise_seed"][()]) == 7
+
+
+def test_dispersion_writes_the_spectrum(tmp_path):
+    res = nb.simulate(nb.config_from_flags(BASE + ["-dispersion", "2", "-dispsteps", "3"]), device="cpu")
+    nb.write_nxs(tmp_path / "s.nxs", res, float_images=False)
+    with h5py.File(tmp_path / "s.nxs", "r") as f:
+        beam = f["entry/instrument/beam"]
+        assert float(beam["incident_wavelength"][()]) == pytest.approx(1.2)
+        spec = beam["incident_wavelength_spectrum"]
+        assert spec["wavelength"][()] == pytest.approx([1.188, 1.2, 1.212])
+        assert spec["weight"][()] == pytest.approx([1 / 3] * 3)
+        assert "float_data" not in f["entry/data"]
+
+
+def test_write_nxs_series_stack_and_refusals(tmp_path):
+    sim = [nb.simulate(nb.config_from_flags(BASE + ["-phi", str(p), "-osc", "0.5"]), device="cpu") for p in (0, 0.5, 1)]
+    nb.write_nxs(tmp_path / "series.nxs", sim, noise=True, noise_seed=3)
+    with h5py.File(tmp_path / "series.nxs", "r") as f:
+        stack = f["entry/data/data"][()]
+        assert stack.shape == (3, 24, 24)
+        for k, r in enumerate(sim):
+            assert np.array_equal(stack[k], r.noise_image(3))
+        assert list(f["entry/sample/transformations/omega"][()]) == pytest.approx([0, 0.5, 1])
+        assert int(f["entry/sample/ground_truth/noise_seed"][()]) == 3
+    other = nb.simulate(nb.config_from_flags(BASE + ["-distance", "90"]), device="cpu")
+    with pytest.raises(nb.NanoBraggError, match="another detector"):
+        nb.write_nxs(tmp_path / "bad.nxs", [sim[0], other])
+    with pytest.raises(nb.NanoBraggError, match="Result"):
+        nb.write_nxs(tmp_path / "bad.nxs", [])
+    with pytest.raises(nb.NanoBraggError, match="Result"):
+        nb.write_nxs(tmp_path / "bad.nxs", "x")
+    assert not (tmp_path / "bad.nxs").exists()
+
+
+def test_nxsfile_that_names_an_input_is_refused(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "in.hkl").write_text("0 0 1 100\n")
+    assert main(["-hkl", "in.hkl", "-cell", "40", "40", "40", "90", "90", "90", "-detpixels", "8", "-nonoise",
+                 "-nopgm", "-device", "cpu", "-nxsfile", "in.hkl"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("nanobrag-numba: error:") and "-nxsfile" in err[0]
+    assert (tmp_path / "in.hkl").read_text() == "0 0 1 100\n"
+
+
+@pytest.mark.dials
+def test_dxtbx_imports_our_nxmx_geometry(tmp_path):
+    if not _dxtbx_available():
+        pytest.skip("dxtbx is not importable by %s (apt-get install dials)" % SYSTEM_PYTHON)
+    cases = {"mosflm": CASES["mosflm"], "xds": CASES["xds"],
+             "twotheta_rotations": CASES["rotations"] + ["-twotheta", "20"], "custom": CASES["custom"]}
+    ours = {}
+    for name, flags in cases.items():
+        path = str(tmp_path / ("%s.nxs" % name))
+        res = nb.simulate(nb.config_from_flags(BASE + ["-phi", "2", "-osc", "0.25"] + flags), device="cpu")
+        nb.write_nxs(path, res)
+        ours[path] = (res, cbf.lab_geometry(res.prep))
+    p = subprocess.run([SYSTEM_PYTHON, "-c", DXTBX_SCRIPT] + list(ours), capture_output=True, text=True,
+                       timeout=120)
+    assert p.returncode == 0, p.stderr[-3000:]
+    got = json.loads(p.stdout.strip().splitlines()[-1])
+    for path, (res, g) in ours.items():
+        d = got[path]
+        det = res.prep.det
+        ps = g.pixel_size_mm
+        assert d["format"] == "FormatNXmx", d["format"]
+        assert d["origin"] == pytest.approx(g.origin, abs=1e-6), path
+        assert d["fast"] == pytest.approx(g.fast, abs=1e-9) and d["slow"] == pytest.approx(g.slow, abs=1e-9)
+        assert d["pixel"] == pytest.approx([ps, ps]) and d["size"] == [det.fpixels, det.spixels]
+        assert d["direction"] == pytest.approx([-c for c in g.beam], abs=1e-12)
+        assert d["wavelength"] == pytest.approx(res.prep.cfg.lambda0 * 1e10, rel=1e-12)
+        assert d["beam_centre_px"][0] == pytest.approx(g.beam_center_fast_mm / ps, abs=0.01), path
+        assert d["beam_centre_px"][1] == pytest.approx(g.beam_center_slow_mm / ps, abs=0.01), path
+        assert d["distance"] == pytest.approx(det.close_distance * 1000, abs=1e-3), path
+        assert d["axis"] == pytest.approx(g.spindle, abs=1e-9)
+        assert d["oscillation"] == pytest.approx([2, 0.25])
+        assert d["pixel_sum"] == int(res.int_image().astype(np.int64).sum())
