@@ -884,9 +884,10 @@ def _output_sizes(prep: Prepared, fdump):
     """(flag, path, bytes) of every output, for the free-space check."""
     npix = prep.det.fpixels * prep.det.spixels
     per_pixel = {"-floatfile": 4, "-intfile": 2, "-pgmfile": 1, "-noisefile": 2,
-                 "-cbffile": 3, "-cbfnoisefile": 3,
-                 "-nxsfile": 6}    # byte offset: at most 3 bytes for 16-bit values
-    sizes = [(flag, path, npix * per_pixel[flag] + 16384)
+                 "-cbffile": 3, "-cbfnoisefile": 3,    # byte offset: at most 3 bytes for 16-bit values
+                 "-nxsfile": 6}    # uint16 int image + float32 image (gzip, no larger than raw)
+    fixed = {"-nxsfile": 65536}     # HDF5 metadata of the NXmx groups (about 45 kB)
+    sizes = [(flag, path, npix * per_pixel[flag] + fixed.get(flag, 16384))
              for flag, path in _output_files(prep.cfg, None)]
     if fdump is not None:
         sizes.append(("-dump", fdump[0], fdump[1].F.nbytes + 64))

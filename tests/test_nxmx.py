@@ -45,6 +45,9 @@ def test_nxsfile_structure_geometry_and_truth(tmp_path, monkeypatch):
     assert main(flags) == 0
     res = nb.simulate(nb.config_from_flags(flags), device="cpu")
     g = cbf.lab_geometry(res.prep)
+    from nanobrag_numba.simulator import _output_sizes
+    estimate = {flag: size for flag, _path, size in _output_sizes(res.prep, None)}["-nxsfile"]
+    assert (tmp_path / "i.nxs").stat().st_size <= estimate      # the free-space check asks for enough
     with h5py.File("i.nxs", "r") as f:
         entry = f["entry"]
         assert entry.attrs["NX_class"] == "NXentry" and _s(entry["definition"]) == "NXmx"
