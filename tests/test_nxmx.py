@@ -160,3 +160,9 @@ def test_dxtbx_imports_our_nxmx_geometry(tmp_path):
         assert d["axis"] == pytest.approx(g.spindle, abs=1e-9)
         assert d["oscillation"] == pytest.approx([2, 0.25])
         assert d["pixel_sum"] == int(res.int_image().astype(np.int64).sum())
+
+
+def test_batch_refuses_nxsfile_in_the_base_flags():
+    from nanobrag_numba import batch
+    with pytest.raises(nb.NanoBraggError, match="-nxsfile has no meaning in a batch"):
+        batch.base_config(BASE + ["-nxsfile", "x.nxs"])
