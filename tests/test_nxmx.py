@@ -166,3 +166,22 @@ def test_batch_refuses_nxsfile_in_the_base_flags():
     from nanobrag_numba import batch
     with pytest.raises(nb.NanoBraggError, match="-nxsfile has no meaning in a batch"):
         batch.base_config(BASE + ["-nxsfile", "x.nxs"])
+
+
+@pytest.mark.dials
+def test_dxtbx_imports_a_write_nxs_series_as_one_sweep(tmp_path):
+    if not _dxtbx_available():
+        pytest.skip("dxtbx is not importable by %s (apt-get install dials)" % SYSTEM_PYTHON)
+    sim = [nb.simulate(nb.config_from_flags(BASE + ["-phi", str(p), "-osc", "0.5", "-misset", "3", "4", "5"]),
+                       device="cpu") for p in (3, 3.5, 4)]
+    path = str(tmp_path / "series.nxs")
+    nb.write_nxs(path, sim)
+    script = ("import json, sys\nfrom dxtbx.model.experiment_list import ExperimentListFactory\n"
+              "e = ExperimentListFactory.from_filenames([sys.argv[1]])\ns = e[0].imageset\n"
+              "print(json.dumps([len(e), list(e[0].scan.get_image_range()), list(e[0].scan.get_oscillation()),"
+              " [int(sum(s.get_raw_data(i)[0])) for i in range(len(s))]]))\n")
+    p = subprocess.run([SYSTEM_PYTHON, "-c", script, path], capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr[-3000:]
+    n, image_range, osc, sums = json.loads(p.stdout.strip().splitlines()[-1])
+    assert n == 1 and image_range == [1, 3] and osc == pytest.approx([3, 0.5])
+    assert sums == [int(r.int_image().astype(np.int64).sum()) for r in sim]
