@@ -49,7 +49,9 @@ PROG = "nanobrag-numba batch"
 MANIFEST = "manifest.jsonl"
 SETTINGS = "batch.json"
 LOCK = ".batch.lock"
-FORMATS = {"tiff": ".tif", "smv": ".img", "float": ".bin", "cbf": ".cbf"}
+FORMATS = {"tiff": ".tif", "smv": ".img", "float": ".bin", "cbf": ".cbf", "nxs": ".nxs"}
+# --format nxs: besides each job's one-image file, ONE NXmx file with the stack of the whole series
+NXS_SERIES = "series.nxs"
 NOISE_DIR = "noise"            # the noise images: noise/NAME.img (the frame number stays last)
 MAX_JOB_MEMORY_SHARE = 0.5     # the job list may use at most this share of the available memory
 JOB_BYTES = 8192               # memory per job while a batch runs (job, payload, record), measured ~4 KB
@@ -472,9 +474,11 @@ def build_parser() -> argparse.ArgumentParser:
     out.add_argument("--out", metavar="DIR", required=False, help="output folder (created; required)")
     out.add_argument("--format", choices=tuple(FORMATS), default="tiff",
                      help="image file format: tiff (float32, default), smv (C's int image), cbf (the int image as "
-                          "imgCIF with full geometry, for DIALS) or float (raw float32)")
+                          "imgCIF with full geometry, for DIALS), nxs (the int image as NeXus/NXmx, plus ONE file "
+                          "series.nxs with the stack of all images) or float (raw float32)")
     out.add_argument("--noise", action="store_true",
-                     help="also write C's Poisson-noise image as noise/NAME.img (noise/NAME.cbf with --format cbf), "
+                     help="also write C's Poisson-noise image as noise/NAME.img (noise/NAME.cbf, noise/NAME.nxs with --format "
+                          "cbf, nxs), "
                           "seed = the job's seed "
                           "field, else the base -seed (default 1) + job index")
     out.add_argument("--quiet", action="store_true", help="no progress line (errors are still printed)")
@@ -681,7 +685,7 @@ def output_names(name: str, fmt: str, noise: bool) -> Dict[str, str]:
     """
     files = {"image": name + FORMATS[fmt]}
     if noise:
-        files["noise"] = NOISE_DIR + "/" + name + (".cbf" if fmt == "cbf" else ".img")
+        files["noise"] = NOISE_DIR + "/" + name + (FORMATS[fmt] if fmt in ("cbf", "nxs") else ".img")
     return files
 
 
@@ -857,7 +861,7 @@ def render_job(ctx: dict, job: dict) -> dict:
         fmt = ctx["format"]
         # everything that can fail on the job's values happens before the first file is written
         stats = res.stats
-        smv = res.int_image(res.prep.cfg.intfile_scale) if fmt in ("smv", "cbf") else None
+        smv = res.int_image(res.prep.cfg.intfile_scale) if fmt in ("smv", "cbf", "nxs") else None
         noise = res.noise_image(job["noise_seed"]) if ctx["noise"] else None
         if fmt == "tiff":
             api.write_tiff(paths["image"], res)
@@ -865,6 +869,10 @@ def render_job(ctx: dict, job: dict) -> dict:
             api.write_float(paths["image"], res)
         elif fmt == "cbf":
             api.write_cbf(paths["image"], res, data=smv)
+        elif fmt == "nxs":
+            from .io.nxmx import write_nxmx
+            write_nxmx(paths["image"], res.prep, [smv], noise=False, command_line=res.prep.cfg.command_line,
+                       float_images=[res.floatimage])
         else:
             api.write_smv(paths["image"], res, data=smv)
         written.append(paths["image"])
@@ -872,6 +880,10 @@ def render_job(ctx: dict, job: dict) -> dict:
             os.makedirs(os.path.dirname(paths["noise"]), exist_ok=True)
             if fmt == "cbf":
                 api.write_cbf(paths["noise"], res, data=noise, noise=True, noise_seed=job["noise_seed"])
+            elif fmt == "nxs":
+                from .io.nxmx import write_nxmx
+                write_nxmx(paths["noise"], res.prep, [noise], noise=True, command_line=res.prep.cfg.command_line,
+                           noise_seed=job["noise_seed"])
             else:
                 api.write_smv(paths["noise"], res, data=noise, noise=True)
             written.append(paths["noise"])
@@ -1163,6 +1175,12 @@ def _run_locked(opts, ctx: dict, jobs: List[Job], label, stderr) -> int:
     done_ids = {j.index for j in done}
     todo = [j for j in good if j.index not in done_ids]
     our_files = [n for j in good for n in output_names(j.name, opts.format, opts.noise).values()] + [SETTINGS]
+    if opts.format == "nxs":
+        series = _nxs_series_names(opts)
+        if set(series) & set(our_files):
+            raise NanoBraggError("a job named %s would overwrite the series file %s of --format nxs; rename it"
+                                 % (NXS_SERIES[:-4], NXS_SERIES))
+        our_files += series
     _remove_stale(out_dir, our_files)
     mode = ("scheduler %s" % opts.scheduler if opts.scheduler else
             "local Dask cluster, %d workers%s" % (opts.workers, " on GPUs " + ",".join(opts.gpus) if opts.gpus else "")
@@ -1190,6 +1208,8 @@ def _run_locked(opts, ctx: dict, jobs: List[Job], label, stderr) -> int:
             failed.append(job.index)
             progress.message("%s: %s: %s" % (PROG, job.where(label), job.error))
     if not todo:
+        if not failed:
+            _write_nxs_series(out_dir, good, opts)
         return 1 if failed else 0
 
     by_index = {j.index: j for j in todo}
@@ -1216,6 +1236,8 @@ def _run_locked(opts, ctx: dict, jobs: List[Job], label, stderr) -> int:
         manifest.close()
         progress.close()
         _remove_stale(out_dir, our_files)    # left by workers that died mid-write
+    if not failed:
+        _write_nxs_series(out_dir, good, opts)
     dt = time.perf_counter() - t0
     rendered = progress.done
     if not opts.quiet:
@@ -1224,6 +1246,26 @@ def _run_locked(opts, ctx: dict, jobs: List[Job], label, stderr) -> int:
                  ", %d already done" % len(done) if done else "",
                  ", %d FAILED" % len(failed) if failed else "", manifest_path), file=stderr, flush=True)
     return 1 if failed else 0
+
+
+def _nxs_series_names(opts) -> List[str]:
+    """The series files of --format nxs (relative to the output folder)."""
+    return [NXS_SERIES] + ([NOISE_DIR + "/" + NXS_SERIES] if opts.noise else [])
+
+
+def _write_nxs_series(out_dir: str, jobs: List[Job], opts) -> None:
+    """--format nxs: ONE NXmx file with the stack of every job's image (and one of the noise images).
+
+    Built in this process from the jobs' one-image files, in job order, once
+    every job is done (also after a resumed run that had nothing left to render).
+    """
+    if opts.format != "nxs" or not jobs:
+        return
+    from .io.nxmx import assemble_series
+    ordered = sorted(jobs, key=lambda j: j.index)
+    for key, series in zip(("image", "noise"), _nxs_series_names(opts)):
+        frames = [os.path.join(out_dir, output_names(j.name, "nxs", opts.noise)[key]) for j in ordered]
+        assemble_series(os.path.join(out_dir, series), frames)
 
 
 def _remove_stale(out_dir: str, names: List[str]) -> None:

@@ -185,3 +185,34 @@ def test_dxtbx_imports_a_write_nxs_series_as_one_sweep(tmp_path):
     n, image_range, osc, sums = json.loads(p.stdout.strip().splitlines()[-1])
     assert n == 1 and image_range == [1, 3] and osc == pytest.approx([3, 0.5])
     assert sums == [int(r.int_image().astype(np.int64).sum()) for r in sim]
+
+
+def test_batch_format_nxs_writes_frames_and_one_series_file(tmp_path, capsys):
+    import os
+    from nanobrag_numba import batch
+    out = str(tmp_path / "nxs")
+    argv = ["--phi-series", "0", "0.5", "3", "--noise", "--format", "nxs", "--out", out, "--quiet", "--"] + BASE + [
+        "-osc", "0.5"]
+    assert batch.main(argv) == 0
+    frames = sorted(n for n in os.listdir(out) if n.startswith("img_"))
+    assert frames == ["img_000000.nxs", "img_000001.nxs", "img_000002.nxs"]
+    for sub in ("", "noise"):
+        with h5py.File(os.path.join(out, sub, "series.nxs"), "r") as f:
+            stack = f["entry/data/data"][()]
+            assert stack.shape == (3, 24, 24)
+            assert list(f["entry/sample/transformations/omega"][()]) == pytest.approx([0, 0.5, 1])
+            assert list(f["entry/sample/transformations/omega_end"][()]) == pytest.approx([0.5, 1, 1.5])
+            assert f["entry/sample/ground_truth/real_space_a_per_image"].shape == (3, 3)
+            for k, name in enumerate(frames):
+                with h5py.File(os.path.join(out, sub, name), "r") as one:
+                    assert np.array_equal(stack[k], one["entry/data/data"][0])
+            assert ("float_data" in f["entry/data"]) == (sub == "")
+    # a resumed run with nothing left to render still writes the series file
+    os.unlink(os.path.join(out, "series.nxs"))
+    assert batch.main(argv) == 0 and os.path.exists(os.path.join(out, "series.nxs"))
+    # a job that would be named like the series file is refused before anything is rendered
+    jobs = tmp_path / "jobs.jsonl"
+    jobs.write_text('{"name": "series", "phi_deg": 0}\n')
+    assert batch.main(["--jobs", str(jobs), "--format", "nxs", "--out", str(tmp_path / "x"), "--quiet", "--"]
+                      + BASE) == 2
+    assert "series.nxs" in capsys.readouterr().err

@@ -190,3 +190,55 @@ def write_nxmx(path, prep, images: Sequence, phi_starts_deg: Optional[Sequence[f
     """Write ``images`` (int or noise images of ``prep``'s run) as one NXmx file, atomically."""
     atomic_write_bytes(path, (format_nxmx(prep, images, phi_starts_deg, noise, command_line, noise_seed,
                                           float_images),))
+
+
+def assemble_series(path, frame_paths: Sequence) -> None:
+    """Write ONE NXmx file holding the image stack of single-image NXmx files (a batch series), atomically.
+
+    The geometry, beam and ground truth come from the first frame; the
+    frames' images (and float images when every frame has them) are stacked
+    in the order given, with each frame's spindle angles, and each frame's
+    real-space vectors, misset and noise seed are kept per image in
+    ``ground_truth`` (``*_per_image``).  The frames must share the detector.
+    """
+    import h5py
+    frames = list(frame_paths)
+    if not frames:
+        raise ValueError("no frames to assemble")
+    stack, floats, starts, ends, per = [], [], [], [], {}
+    keys = ("real_space_a", "real_space_b", "real_space_c", "misset_deg", "noise_seed")
+    for p in frames:
+        with h5py.File(p, "r") as f:
+            stack.append(f["entry/data/data"][()])
+            floats.append(f["entry/data/float_data"][()] if "float_data" in f["entry/data"] else None)
+            starts.append(f["entry/sample/transformations/omega"][()])
+            ends.append(f["entry/sample/transformations/omega_end"][()])
+            for k in keys:
+                if k in f["entry/sample/ground_truth"]:
+                    per.setdefault(k, []).append(f["entry/sample/ground_truth"][k][()])
+    data = np.concatenate(stack)
+    buf = io.BytesIO()
+    with h5py.File(frames[0], "r") as src, h5py.File(buf, "w") as f:
+        for k, v in src.attrs.items():
+            f.attrs[k] = v
+        src.copy(src["entry"], f, "entry")
+        g = f["entry/data"]
+        attrs = dict(g["data"].attrs)
+        del g["data"]
+        ds = g.create_dataset("data", data=data, chunks=(1,) + data.shape[1:], compression="gzip", shuffle=True)
+        ds.attrs.update(attrs)
+        if "float_data" in g:
+            del g["float_data"]
+        if all(x is not None for x in floats):
+            fl = np.concatenate(floats)
+            g.create_dataset("float_data", data=fl, chunks=(1,) + fl.shape[1:], compression="gzip",
+                             shuffle=True).attrs["units"] = "photons"
+        st = f["entry/sample/transformations"]
+        for name, values in (("omega", starts), ("omega_end", ends)):
+            attrs = dict(st[name].attrs)
+            del st[name]
+            st.create_dataset(name, data=np.concatenate([np.atleast_1d(v) for v in values])).attrs.update(attrs)
+        note = f["entry/sample/ground_truth"]
+        for k, values in per.items():
+            note.create_dataset(k + "_per_image", data=np.asarray(values))
+    atomic_write_bytes(path, (buf.getvalue(),))
