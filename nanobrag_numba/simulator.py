@@ -765,8 +765,6 @@ def write_outputs(prep: Prepared, image: Image, log: Callable[[str], None] = pri
     """
     from .io.atomic import output_transaction
     from .io.images import write_float_image, write_pgm
-    from .io.cbf import write_cbf
-    from .io.nxmx import write_nxmx
     from .io.smv import format_smv_header, write_smv
     cfg, det = prep.cfg, prep.det
     if fdump is None and prep.fdump is not None:
@@ -801,10 +799,12 @@ def write_outputs(prep: Prepared, image: Image, log: Callable[[str], None] = pri
             header = format_smv_header(**smv_header_values(det, cfg.lambda0, cfg.phi0, prep.sampling.osc, False))
             write_smv(cfg.intfile, int_image(prep, img, scale), header)
         if cfg.cbffile:
+            from .io.cbf import write_cbf
             log("writing %s as byte-offset CBF" % cfg.cbffile)
             write_cbf(cfg.cbffile, prep, int_image(prep, img, scale), noise=False, command_line=cfg.command_line)
         if cfg.nxsfile:
             log("writing %s as NeXus/NXmx HDF5" % cfg.nxsfile)
+            from .io.nxmx import write_nxmx
             write_nxmx(cfg.nxsfile, prep, [int_image(prep, img, scale)], noise=False, command_line=cfg.command_line,
                        float_images=[img])
         if cfg.write_pgm and cfg.pgmfile:
@@ -825,6 +825,7 @@ def write_outputs(prep: Prepared, image: Image, log: Callable[[str], None] = pri
                                                                True))
                 write_smv(cfg.noisefile, noise, header)
             if cfg.cbfnoisefile:
+                from .io.cbf import write_cbf
                 log("writing %s as byte-offset CBF" % cfg.cbfnoisefile)
                 write_cbf(cfg.cbfnoisefile, prep, noise, noise=True, command_line=cfg.command_line)
     return st
