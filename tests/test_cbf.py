@@ -206,6 +206,35 @@ CASES = {
 }
 
 
+def dxtbx_import_matches(ours, format_prefix):
+    """Import each file of ``ours`` ({path: (Result, lab_geometry)}) with dxtbx and compare it with our geometry.
+
+    Yields ``(path, what dxtbx read, (Result, geometry))`` for checks of one format.
+    """
+    p = subprocess.run([SYSTEM_PYTHON, "-c", DXTBX_SCRIPT] + list(ours), capture_output=True, text=True,
+                       timeout=120)
+    assert p.returncode == 0, p.stderr[-3000:]
+    got = json.loads(p.stdout.strip().splitlines()[-1])
+    for path, (res, g) in ours.items():
+        d = got[path]
+        det = res.prep.det
+        ps = g.pixel_size_mm
+        assert d["format"].startswith(format_prefix), d["format"]
+        assert d["origin"] == pytest.approx(g.origin, abs=1e-6), path
+        assert d["fast"] == pytest.approx(g.fast, abs=1e-9) and d["slow"] == pytest.approx(g.slow, abs=1e-9)
+        assert d["pixel"] == pytest.approx([ps, ps]) and d["size"] == [det.fpixels, det.spixels]
+        assert d["direction"] == pytest.approx([-c for c in g.beam], abs=1e-12)
+        assert d["wavelength"] == pytest.approx(res.prep.cfg.lambda0 * 1e10, rel=1e-12)
+        # beam centre within 0.01 px and distance within 1 um of where the simulator's beam meets its detector
+        assert d["beam_centre_px"][0] == pytest.approx(g.beam_center_fast_mm / ps, abs=0.01), path
+        assert d["beam_centre_px"][1] == pytest.approx(g.beam_center_slow_mm / ps, abs=0.01), path
+        assert d["distance"] == pytest.approx(det.close_distance * 1000, abs=1e-3), path
+        assert d["axis"] == pytest.approx(g.spindle, abs=1e-9)
+        assert d["oscillation"] == pytest.approx([2, 0.25])
+        assert d["pixel_sum"] == int(res.int_image().astype(np.int64).sum())
+        yield path, d, (res, g)
+
+
 @pytest.mark.dials
 def test_dxtbx_imports_our_geometry(tmp_path, monkeypatch):
     if not _dxtbx_available():
@@ -217,32 +246,13 @@ def test_dxtbx_imports_our_geometry(tmp_path, monkeypatch):
         res = nb.simulate(nb.config_from_flags(BASE + ["-phi", "2", "-osc", "0.25"] + flags), device="cpu")
         nb.write_cbf(path, res)
         ours[path] = (res, cbf.lab_geometry(res.prep))
-    p = subprocess.run([SYSTEM_PYTHON, "-c", DXTBX_SCRIPT] + list(ours), capture_output=True, text=True,
-                       timeout=120)
-    assert p.returncode == 0, p.stderr[-3000:]
-    got = json.loads(p.stdout.strip().splitlines()[-1])
-    for path, (res, g) in ours.items():
-        d = got[path]
+    for path, d, (res, g) in dxtbx_import_matches(ours, "FormatCBFFull"):
         det = res.prep.det
-        ps = g.pixel_size_mm
-        assert d["format"].startswith("FormatCBFFull"), d["format"]
-        assert d["origin"] == pytest.approx(g.origin, abs=1e-6), path
-        assert d["fast"] == pytest.approx(g.fast, abs=1e-9) and d["slow"] == pytest.approx(g.slow, abs=1e-9)
-        assert d["pixel"] == pytest.approx([ps, ps]) and d["size"] == [det.fpixels, det.spixels]
-        assert d["direction"] == pytest.approx([-c for c in g.beam], abs=1e-12)
-        assert d["wavelength"] == pytest.approx(res.prep.cfg.lambda0 * 1e10, rel=1e-12)
-        # beam centre within 0.01 px and distance within 1 um of where the simulator's beam meets its detector
-        assert d["beam_centre_px"][0] == pytest.approx(g.beam_center_fast_mm / ps, abs=0.01), path
-        assert d["beam_centre_px"][1] == pytest.approx(g.beam_center_slow_mm / ps, abs=0.01), path
-        assert d["distance"] == pytest.approx(det.close_distance * 1000, abs=1e-3), path
         if res.prep.cfg.detector_twotheta == 0:
             # C's own Fbeam/Sbeam (its header values) agree; with two-theta C computes them without the
             # two-theta turn (the SMV header's beam centre is then not where the beam meets the detector)
             assert d["beam_centre_px"] == pytest.approx([det.Fbeam / det.pixel_size, det.Sbeam / det.pixel_size],
                                                         abs=0.01), path
-        assert d["axis"] == pytest.approx(g.spindle, abs=1e-9)
-        assert d["oscillation"] == pytest.approx([2, 0.25])
-        assert d["pixel_sum"] == int(res.int_image().astype(np.int64).sum())
 
 
 @pytest.mark.dials
