@@ -71,11 +71,8 @@ def read_matrix_numbers(path: str):
     number is missing, a word that is not a finite number or a file with
     fewer than nine numbers is an error naming the file and the line.
     """
-    try:
-        with open(path, "rb") as fh:
-            text = fh.read().decode("latin-1")
-    except OSError as exc:
-        raise NanoBraggError("cannot open matrix file %s: %s" % (path, exc.strerror or exc)) from None
+    from .io import read_input
+    text = read_input(path, "matrix file")[1].decode("latin-1")
     nums = []
     odd_line = None             # the first line not holding three numbers, for the message of a short file
     for n, line in enumerate(text.splitlines(), 1):

@@ -32,6 +32,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import NanoBraggError
+from . import read_input
 from .atomic import atomic_write_bytes
 
 __all__ = ["HKLTable", "read_hkl", "write_fdump", "read_fdump", "MAX_TABLE_ELEMENTS"]
@@ -291,12 +292,7 @@ def read_fdump(path) -> HKLTable:
     began with a white-space byte C would swallow it.  Here the data start
     right after the first ``"\\n\\f"``, which is where C's writer puts them.
     """
-    path = os.fspath(path)
-    try:
-        with open(path, "rb") as handle:
-            raw = handle.read()
-    except OSError as exc:
-        raise NanoBraggError(f"cannot open Fdump file {path}: {exc.strerror or exc}") from exc
+    path, raw = read_input(path, "Fdump file")
     m = _FDUMP_HEADER_RE.match(raw[:256])
     if not m:
         raise NanoBraggError(

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import NanoBraggError
+from . import read_input
 from .atomic import atomic_write_bytes
 
 __all__ = [
@@ -33,15 +34,6 @@ __all__ = [
     "PGMImage",
     "write_tiff",
 ]
-
-
-def _read_all(path, what):
-    path = os.fspath(path)
-    try:
-        with open(path, "rb") as handle:
-            return path, handle.read()
-    except OSError as exc:
-        raise NanoBraggError(f"cannot open {what} {path}: {exc.strerror or exc}") from exc
 
 
 def write_float_image(path, image) -> None:
@@ -86,7 +78,7 @@ def read_float_image(path, shape=None) -> np.ndarray:
         If the file cannot be read, its size is not a multiple of 4 bytes, or
         it does not match ``shape``.
     """
-    path, raw = _read_all(path, "float image")
+    path, raw = read_input(path, "float image")
     if len(raw) % 4:
         raise NanoBraggError(f"{path} is not a float32 image: its size {len(raw)} is not a multiple of 4 bytes")
     data = np.frombuffer(raw, dtype=np.dtype("=f4")).copy()
@@ -202,7 +194,7 @@ def read_pgm(path) -> PGMImage:
     NanoBraggError
         If the file cannot be read, is not a P5 PGM, or is truncated.
     """
-    path, raw = _read_all(path, "PGM image")
+    path, raw = read_input(path, "PGM image")
     if not raw.startswith(b"P5"):
         raise NanoBraggError(f"{path} is not a binary PGM image: it does not start with 'P5'")
     pos = 2

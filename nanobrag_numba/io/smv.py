@@ -19,13 +19,13 @@ the geometry numbers; this module only formats and parses them:
 
 from __future__ import annotations
 
-import os
 import sys
 from dataclasses import dataclass
 
 import numpy as np
 
 from ..errors import NanoBraggError
+from . import read_input
 from .atomic import atomic_write_bytes
 from .textcols import c_atof
 
@@ -276,12 +276,7 @@ def read_smv(path) -> SMVImage:
         If the file is missing or unreadable, is not an SMV file, has an
         unusable header, or is truncated.  The message names the file.
     """
-    path = os.fspath(path)
-    try:
-        with open(path, "rb") as handle:
-            raw = handle.read()
-    except OSError as exc:
-        raise NanoBraggError(f"cannot open SMV image {path}: {exc.strerror or exc}") from exc
+    path, raw = read_input(path, "SMV image")
     if len(raw) < SMV_HEADER_BYTES:
         raise NanoBraggError(
             f"{path} is too short for an SMV image: {len(raw)} bytes, less than a {SMV_HEADER_BYTES}-byte header"

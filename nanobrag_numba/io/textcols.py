@@ -30,12 +30,12 @@ row of zeros.  Lines are not split at 10239 characters as ``fgets`` would.
 from __future__ import annotations
 
 import math
-import os
 import re
 
 import numpy as np
 
 from ..errors import NanoBraggError
+from . import read_input
 
 __all__ = ["c_atof", "read_text_columns", "read_numeric_columns", "DELIMITERS"]
 
@@ -120,12 +120,7 @@ def _read_rows(path, ncols: int, strict: bool, what: str):
     ncols = int(ncols)
     if ncols < 1:
         raise ValueError(f"ncols must be at least 1, got {ncols}")
-    path = os.fspath(path)
-    try:
-        with open(path, "rb") as handle:
-            raw = handle.read()
-    except OSError as exc:
-        raise NanoBraggError(f"cannot open {what} {path}: {exc.strerror or exc}") from exc
+    path, raw = read_input(path, what)
     text = raw.decode("latin-1")
     rows = []
     linenos = []
