@@ -307,39 +307,37 @@ def _wait_for_line(proc, start, timeout=120.0):
     raise AssertionError("the run ended before printing %r: %s" % (start, proc.stderr.read()))
 
 
-def _assert_terminated(proc, err):
+def _terminate_when(proc, ready):
+    """Send SIGTERM once ``ready()`` returns; the run must end with status 143 and one line."""
+    try:
+        ready()
+        proc.send_signal(signal.SIGTERM)
+        _out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
     assert proc.returncode == 143, err
     assert err.strip().splitlines() == ["nanobrag-numba: terminated"]
 
 
 def test_sigterm_during_a_render_exits_143_and_leaves_nothing(workdir):
     proc = _command(workdir, "-detpixels", "1024", "-oversample", "2")
-    try:
-        _wait_for_line(proc, "rendering on")     # printed just before the kernel starts
-        proc.send_signal(signal.SIGTERM)
-        _out, err = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    _assert_terminated(proc, err)
+    _terminate_when(proc, lambda: _wait_for_line(proc, "rendering on"))   # printed just before the kernel starts
     assert files(workdir) == ["P1.hkl"]
 
 
 def test_sigterm_while_writing_removes_the_staged_files(workdir):
     os.mkfifo("pipe")                       # no reader: the run blocks in open() while writing the SMV
     proc = _command(workdir, "-detpixels", "16", "-intfile", "pipe")
-    try:
+
+    def float_image_staged():
         t0 = time.monotonic()
         while not any(n.startswith(".floatimage.bin.") for n in os.listdir(workdir)):
             assert proc.poll() is None, proc.stderr.read()
             assert time.monotonic() - t0 < 120
             time.sleep(0.02)
-        proc.send_signal(signal.SIGTERM)
-        _out, err = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    _assert_terminated(proc, err)
+
+    _terminate_when(proc, float_image_staged)
     assert files(workdir) == ["P1.hkl", "pipe"]
 
 
