@@ -558,6 +558,7 @@ COLLISIONS = {("-twotheta_axis", "-twotheta"): "twotheta_axis_substring",
               ("-misset_seed", "-misset"): "misset_seed_substring"}
 
 SUBCOMMANDS = (("example", "render a built-in example (writes example.hkl, then C's four files; 'example -h')"),
+               ("noisify", "detector noise on a float image, as the C program noisify ('noisify -h', docs/suite.md)"),
                ("batch", "render many images from one base command line ('batch -h', docs/batch.md)"),
                ("compare", "compare our images with another program's or files ('compare -h')"))
 
