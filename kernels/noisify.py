@@ -343,14 +343,12 @@ def psf_scatter(image, xpixels, ypixels, table, radii, edge_wrap):
         y0 = i // xpixels
         dinten = np.float64(inten)
         for dx in range(-r, r + 1):
+            if dx < -tr or dx > tr:
+                continue          # outside the table (C reads a zero entry or past it; no light)
             for dy in range(-r, r + 1):
-                ty = tr + dy
-                tx = tr + dx
-                # C indexes the flat table as tsize*ty + tx (a radius past the table reads the next row)
-                k = tsize * ty + tx
-                if k < 0 or k >= tsize * tsize:
+                if dy < -tr or dy > tr:
                     continue
-                kv = table[k // tsize, k % tsize]
+                kv = table[tr + dy, tr + dx]
                 if kv == 0.0:
                     continue
                 if dx * dx + dy * dy > r * r:
@@ -359,15 +357,12 @@ def psf_scatter(image, xpixels, ypixels, table, radii, edge_wrap):
                 y = y0 + dy
                 if x < 0 or y < 0 or x > xpixels or y > ypixels:
                     continue
+                j = y * xpixels + x
                 if x == xpixels or y == ypixels:
-                    j = y * xpixels + x
                     if x == xpixels and j < pixels:
                         wrapped += 1
                     if not edge_wrap or j > pixels:
                         continue
-                    out[j] = np.float32(np.float64(out[j]) + dinten * kv)
-                    continue
-                j = y * xpixels + x
                 out[j] = np.float32(np.float64(out[j]) + dinten * kv)
     return out[:pixels].copy(), wrapped
 
@@ -389,22 +384,21 @@ def psf_gather(image, xpixels, ypixels, table, radii, rmax):
             acc = np.float32(0.0)
             for sy in range(max(0, y - rmax), min(ypixels, y + rmax + 1)):
                 dy = y - sy
+                if dy < -tr or dy > tr:
+                    continue
                 for sx in range(max(0, x - rmax), min(xpixels, x + rmax + 1)):
+                    dx = x - sx
+                    if dx < -tr or dx > tr:
+                        continue
                     s = sy * xpixels + sx
+                    r = radii[s]
+                    if dx * dx + dy * dy > r * r:
+                        continue          # also every pixel with I <= 0 (radius 0 and dx, dy not both 0)
                     inten = image[s]
                     if not (inten > np.float32(0.0)):
                         continue
-                    r = radii[s]
-                    dx = x - sx
-                    if dx < -r or dx > r or dy < -r or dy > r:
-                        continue
-                    k = tsize * (tr + dy) + tr + dx
-                    if k < 0 or k >= tsize * tsize:
-                        continue
-                    kv = table[k // tsize, k % tsize]
+                    kv = table[tr + dy, tr + dx]
                     if kv == 0.0:
-                        continue
-                    if dx * dx + dy * dy > r * r:
                         continue
                     acc = np.float32(np.float64(acc) + np.float64(inten) * kv)
             out[y * xpixels + x] = acc
