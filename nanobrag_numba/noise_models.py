@@ -388,3 +388,47 @@ def noisify(image, *, scale: float = 1.0, fluence: float = DEFAULT_FLUENCE, gain
     res.notes.extend(n[len("note: "):] for n in log if n.startswith("note: "))
     res.log = [n for n in log if not n.startswith("note: ")]
     return res
+
+
+# ---------------------------------------------------------------- the main command's noise image
+
+
+def detector_model_on(cfg) -> bool:
+    """Whether a nanoBragg Config asks for noisify's detector model (any of its flags given)."""
+    return bool(cfg.readout_noise > 0 or cfg.flicker_noise > 0 or cfg.calibration_noise > 0 or cfg.psf)
+
+
+def detector_noise(floatimage, cfg, roi, pixel_size_m: float, seed: int):
+    """The main command's noise image with noisify's detector model (``-readout_noise``, ``-psf``...).
+
+    The region of interest is the detector: noisify's loops run over the ROI
+    rectangle (raster order, C's generators from a fresh state, as a separate
+    noisify run on the float image would), pixels outside it are 0.  Gain 1
+    and ``-adc`` as for nanoBragg's own noise image; the calibration error is
+    off unless ``-calibration`` is given.  Without any of these flags the
+    caller keeps nanoBragg's Poisson noise loop (C's image).
+
+    Returns
+    -------
+    image : numpy.ndarray
+        uint16 ``(slow, fast)``.
+    photons : float
+        Sum of the Poisson counts.
+    overloads : int
+        Pixels clipped at 65535.
+    notes : list of str
+        Corrected-behaviour notes (see :func:`noisify`).
+    """
+    img = np.asarray(floatimage, dtype=np.float32)
+    xmin, xmax, ymin, ymax = (int(v) for v in roi)
+    sub = np.ascontiguousarray(img[ymin:ymax + 1, xmin:xmax + 1])
+    out = np.zeros(img.shape, dtype=np.uint16)
+    if sub.size == 0:
+        return out, 0.0, 0, []
+    res = noisify(sub, adc=float(cfg.adc_offset), readout=float(cfg.readout_noise),
+                  flicker=float(cfg.flicker_noise), calibration=float(cfg.calibration_noise), psf=cfg.psf,
+                  psf_fwhm_um=float(cfg.psf_fwhm_um), psf_radius=int(cfg.psf_radius),
+                  pixel_mm=float(pixel_size_m) * 1000.0, seed=int(seed), calib_seed=cfg.calib_seed,
+                  c_quirks=bool(cfg.c_quirks))
+    out[ymin:ymax + 1, xmin:xmax + 1] = res.noise_image
+    return out, res.photons_before_psf, res.overloads, list(res.notes)

@@ -304,3 +304,44 @@ def test_console_script_noisify(workdir):
     p = subprocess.run([exe, "-floatfile", "in.bin", "-seed", "1", "-readout", "2"], capture_output=True, text=True)
     assert p.returncode == 0, p.stderr
     assert sorted(os.listdir(".")) == ["image.pgm", "in.bin", "intimage.img", "noiseimage.img"]
+
+
+# ------------------------------------------------------------------ the main command's detector model
+
+
+def test_main_command_detector_flags_equal_a_noisify_run(tmp_path, monkeypatch, capsys):
+    """-readout_noise/-psf/-calibration on nanoBragg's command line give noisify's image of the float image."""
+    from nanobrag_numba import cli
+    monkeypatch.chdir(tmp_path)
+    base = ["-default_F", "100", "-cell", "40", "40", "40", "90", "90", "90", "-N", "3", "-detpixels", "32",
+            "-pixel", "0.2", "-seed", "5"]
+    model = ["-readout_noise", "3", "-psf", "gauss", "-psf_fwhm", "200", "-calibration", "0.02", "-calib_seed", "9"]
+    assert cli.main(base + model) == 0
+    assert "detector model (noisify)" in capsys.readouterr().out
+    assert noisify_cli.main(["-floatfile", "floatimage.bin", "-seed", "5", "-calib_seed", "9", "-readout", "3",
+                             "-psf", "gauss", "-psf_fwhm", "200", "-pixel", "0.2", "-calibration", "0.02",
+                             "-noisefile", "nz.img", "-intfile", "nzi.img", "-pgmfile", "nz.pgm"]) == 0
+    ours = _smv("noiseimage.img")
+    assert np.array_equal(ours, _smv("nz.img"))
+    # without the model flags the noise image is nanoBragg's Poisson image (C's)
+    assert cli.main(base + ["-noisefile", "plain.img"]) == 0
+    plain = _smv("plain.img")
+    assert not np.array_equal(plain, ours)
+    flt = np.fromfile("floatimage.bin", dtype="<f4").reshape(32, 32)
+    from nanobrag_numba.crand import CRandom
+    assert np.array_equal(plain, CRandom().noise(flt, (0, 31, 0, 31), 40.0, 5)[0].ravel())
+
+
+def test_api_noise_image_follows_the_config_model():
+    cfg = nb.config_from_flags("-default_F 100 -cell 40 40 40 90 90 90 -N 3 -detpixels 16 -pixel 0.2 "
+                               "-readout_noise 2 -flicker 0.05")
+    res = nb.simulate(cfg)
+    ref = nb.noisify(res.floatimage, readout=2, flicker=0.05, calibration=0.0, seed=11)
+    assert np.array_equal(res.noise_image(11), ref.noise_image)
+
+
+@pytest.mark.parametrize("words,msg", [("-psf airy", "unknown PSF type"), ("-readout_noise -1", "-readout_noise must"),
+                                       ("-psf_fwhm 0", "-psf_fwhm must"), ("-psf_radius -3", "-psf_radius must")])
+def test_main_command_detector_flag_errors(words, msg):
+    with pytest.raises(NanoBraggError, match=msg):
+        nb.config_from_flags("-default_F 1 -cell 40 40 40 90 90 90 -detpixels 8 " + words)
