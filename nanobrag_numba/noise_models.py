@@ -193,8 +193,17 @@ def apply_psf(photons, psf: str, fwhm_pixels: float, radius: int = 0, c_quirks: 
     if c_quirks:
         out, _wrapped = kn.psf_scatter(flat, xpixels, ypixels, table, radii, True)
     else:
+        # the same sums either way (bit for bit): per output pixel in parallel when the radii are
+        # similar, per source when a few bright pixels have much larger discs than the rest
         rmax = int(radii.max()) if radii.size else 0
-        out = kn.psf_gather(flat, xpixels, ypixels, table, radii, rmax)
+        r = radii[radii > 0].astype(np.float64)
+        scatter_cost = float(np.sum((2 * r + 1) ** 2))
+        import numba
+        gather_cost = flat.size * (2.0 * rmax + 1) ** 2 / max(1, numba.get_num_threads())
+        if gather_cost < scatter_cost:
+            out = kn.psf_gather(flat, xpixels, ypixels, table, radii, rmax)
+        else:
+            out, _wrapped = kn.psf_scatter(flat, xpixels, ypixels, table, radii, False)
         # count what C's bounds test would have moved (cheap: only the last column's sources matter)
         wrapped = _edge_wrap_touched(img, radii.reshape(img.shape), table)
         if wrapped:

@@ -138,6 +138,7 @@ class Settings:
     osc: float = 1.0
     c_quirks: bool = False
     notes: List[str] = field(default_factory=list)
+    warnings: List[str] = field(default_factory=list)
 
 
 def _show(word):
@@ -219,7 +220,7 @@ def parse(argv) -> Settings:
                 if "fiber" in v:
                     kind = "fiber"
                 if kind is None:
-                    print("WARNING: unknown psf type: %s" % v)
+                    s.warnings.append("WARNING: unknown psf type: %s" % v)
                     notes.append("-psf %s: unknown PSF type (gauss or fiber), no PSF is applied, as in C"
                                  % _show(v))
                 elif v != kind:
@@ -335,6 +336,8 @@ def run(s: Settings, out=print) -> int:
     from .io.images import format_pgm_header
     from .noise_models import noisify
 
+    for text in s.warnings:
+        out(text)
     out("noisify - add noise to pixels - James Holton 3-19-16")
     for text in s.notes:
         out("note: %s" % text)

@@ -345,3 +345,19 @@ def test_api_noise_image_follows_the_config_model():
 def test_main_command_detector_flag_errors(words, msg):
     with pytest.raises(NanoBraggError, match=msg):
         nb.config_from_flags("-default_F 1 -cell 40 40 40 90 90 90 -detpixels 8 " + words)
+
+
+def test_psf_with_a_few_huge_discs_uses_the_source_loop_and_stays_exact():
+    """Fiber PSF, automatic radius: one bright pixel gets a disc of the whole image; the rest radius 3."""
+    from nanobrag_numba.kernels import noisify as kn
+    img = np.full((40, 48), 0.05, dtype=np.float32)
+    img[20, 20] = 1e5
+    fwhm = 0.8
+    out = apply_psf(img, "fiber", fwhm, 0)
+    flat = img.ravel()
+    radii, lost = kn.psf_radii(flat, kn.PSF_FIBER, fwhm, 0, 48)
+    assert radii.max() == 48 and np.median(radii) == 3
+    table = kn.psf_kernel_table(kn.PSF_FIBER, fwhm, 48)
+    ref, _ = kn.psf_scatter(flat, 48, 40, table, radii, False)
+    kn.add_uniform(ref, lost / flat.size)
+    assert np.array_equal(out.ravel().view(np.uint32), ref.view(np.uint32))
