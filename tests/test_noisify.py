@@ -361,3 +361,19 @@ def test_psf_with_a_few_huge_discs_uses_the_source_loop_and_stays_exact():
     ref, _ = kn.psf_scatter(flat, 48, 40, table, radii, False)
     kn.add_uniform(ref, lost / flat.size)
     assert np.array_equal(out.ravel().view(np.uint32), ref.view(np.uint32))
+
+
+def test_batch_noise_model(tmp_path, monkeypatch):
+    """batch --noise-model: the noise images are noisify's model of each float image (seed = base + index)."""
+    from nanobrag_numba import batch
+    monkeypatch.chdir(tmp_path)
+    base = ["-default_F", "100", "-cell", "40", "40", "40", "90", "90", "90", "-N", "3", "-detpixels", "16",
+            "-pixel", "0.2", "-seed", "5"]
+    assert batch.main(["--phi-series", "0", "1", "2", "--out", "b", "--format", "float", "--quiet",
+                       "--noise-model", "-readout_noise 3 -psf gauss -psf_fwhm 200", "--"] + base) == 0
+    for i in range(2):
+        flt = np.fromfile("b/img_%06d.bin" % i, dtype="<f4").reshape(16, 16)
+        ref = nb.noisify(flt, readout=3, psf="gauss", psf_fwhm_um=200, pixel_mm=0.2, calibration=0.0, seed=5 + i)
+        assert np.array_equal(_smv("b/noise/img_%06d.img" % i).reshape(16, 16), ref.noise_image)
+    with pytest.raises(NanoBraggError, match="--noise-model takes only"):
+        batch.parse_options(["--phi-series", "0", "1", "2", "--out", "c", "--noise-model", "-N 3", "--"] + base)
