@@ -377,3 +377,28 @@ def test_batch_noise_model(tmp_path, monkeypatch):
         assert np.array_equal(_smv("b/noise/img_%06d.img" % i).reshape(16, 16), ref.noise_image)
     with pytest.raises(NanoBraggError, match="--noise-model takes only"):
         batch.parse_options(["--phi-series", "0", "1", "2", "--out", "c", "--noise-model", "-N 3", "--"] + base)
+
+
+def test_header_that_is_not_smv_is_an_error(workdir, capsys):
+    with open("hdr.txt", "w") as fh:
+        fh.write("not an SMV header\n" * 40)
+    assert "does not look like an ADSC/SMV image" in _error(["-floatfile", "in.bin", "-header", "hdr.txt"], capsys,
+                                                            sorted(os.listdir(".")))
+
+
+def test_negative_adu_is_zero_by_default_and_gcc_wrap_with_c_quirks():
+    img = np.zeros((4, 4), dtype=np.float32)
+    d = nb.noisify(img, adc=0.0, readout=5.0, calibration=0.0, seed=3)
+    q = nb.noisify(img, adc=0.0, readout=5.0, calibration=0.0, seed=3, c_quirks=True)
+    assert any("negative ADU" in n for n in d.notes) and not q.notes
+    neg = q.noise_image > 60000            # -3.7 -> 65533 on gcc/x86-64
+    assert neg.any() and np.all(d.noise_image[neg] == 0)
+    assert np.array_equal(d.noise_image[~neg], q.noise_image[~neg])
+
+
+def test_unknown_psf_type_warns_and_applies_none(workdir, capsys):
+    assert noisify_cli.main(["-floatfile", "in.bin", "-seed", "1", "-psf", "airy", "-nopgm"]) == 0
+    out = capsys.readouterr().out
+    assert "WARNING: unknown psf type: airy" in out and "no PSF is applied" in out
+    ref = nb.noisify(np.fromfile("in.bin", dtype="<f4").reshape(8, 8), seed=1)
+    assert np.array_equal(_smv("noiseimage.img").reshape(8, 8), ref.noise_image)
