@@ -6,6 +6,7 @@ flags and writes the C program's files.  Python::
     import nanobrag_numba as nb
     cfg = nb.config_from_flags("-hkl P1.hkl -cell 40 42 45 90 90 90 -N 5 -detpixels 64")
     result = nb.simulate(cfg)            # float32 image in result.floatimage
+    noisy = nb.noisify(result, readout=3, psf="gauss", seed=1)   # the C program noisify's images
 
 Heavy modules (Numba kernels) are imported on first use.
 """
@@ -13,7 +14,8 @@ __version__ = "0.1.0"
 
 _API = ("config_from_flags", "simulate", "Simulator", "Result", "write_float", "write_tiff", "write_smv",
         "write_cbf", "write_nxs", "write_pgm", "noise_image")
-__all__ = ["Config", "NanoBraggError", "__version__"] + list(_API)
+_NOISE = ("noisify", "NoisifyResult")
+__all__ = ["Config", "NanoBraggError", "__version__"] + list(_API) + list(_NOISE)
 
 
 def __getattr__(name):
@@ -23,6 +25,9 @@ def __getattr__(name):
     if name == "NanoBraggError":
         from .errors import NanoBraggError
         return NanoBraggError
+    if name in _NOISE:
+        from . import noise_models
+        return getattr(noise_models, name)
     if name in _API:
         from . import api
         return getattr(api, name)

@@ -295,10 +295,15 @@ class Result:
     def noise_image(self, seed: Optional[int] = None) -> np.ndarray:
         """The Poisson-noise image with C's generator (same seed, same image as C)."""
         from .crand import CRandom
+        from .noise_models import detector_model_on, detector_noise
         seed = _check_seed(seed)
         cfg = self.prep.cfg
-        noise, _photons, _over = CRandom().noise(self.floatimage, self.prep.det.roi, cfg.adc_offset,
-                                                 cfg.seed if seed is None else seed)
+        seed = cfg.seed if seed is None else seed
+        if detector_model_on(cfg):     # -readout_noise, -flicker, -calibration, -psf: noisify's model
+            noise, _photons, _over, _notes = detector_noise(self.floatimage, cfg, self.prep.det.roi,
+                                                            self.prep.det.pixel_size, seed)
+            return noise
+        noise, _photons, _over = CRandom().noise(self.floatimage, self.prep.det.roi, cfg.adc_offset, seed)
         return noise
 
     def write(self, directory: str = ".", log=None):

@@ -85,6 +85,18 @@ NOT_PER_JOB = {
 # Flags of the base command line that have no meaning in a batch.
 NOT_IN_BASE = ("-floatfile", "-intfile", "-noisefile", "-cbffile", "-cbfnoisefile", "-nxsfile", "-pgmfile", "-pgmscale", "-printout",
                "-printout_pixel", "-trace_pixel")
+# the main command's flags of noisify's detector model (--noise-model)
+NOISE_MODEL_FLAGS = ("-readout_noise", "-flicker", "-calibration", "-calib_seed", "-psf", "-psf_fwhm", "-psf_radius")
+
+
+def _is_number(word: str) -> bool:
+    try:
+        float(word)
+        return True
+    except ValueError:
+        return False
+
+
 # Config fields that name input files: made absolute so that workers in
 # other folders find them.
 PATH_FIELDS = ("hklfile", "matfile", "stolfile", "sourcefile", "imgfile", "maskfile")
@@ -477,10 +489,14 @@ def build_parser() -> argparse.ArgumentParser:
                           "imgCIF with full geometry, for DIALS), nxs (the int image as NeXus/NXmx, plus ONE file "
                           "series.nxs with the stack of all images) or float (raw float32)")
     out.add_argument("--noise", action="store_true",
-                     help="also write C's Poisson-noise image as noise/NAME.img (noise/NAME.cbf, noise/NAME.nxs with --format "
+                     help="also write C's Poisson-noise image (or the --noise-model's) as noise/NAME.img (noise/NAME.cbf, noise/NAME.nxs with --format "
                           "cbf, nxs), "
                           "seed = the job's seed "
                           "field, else the base -seed (default 1) + job index")
+    out.add_argument("--noise-model", metavar="FLAGS",
+                     help="detector noise of the noise images, as noisify: one quoted string of "
+                          + " ".join(NOISE_MODEL_FLAGS) + " (e.g. '-readout_noise 3 -psf gauss'); "
+                          "implies --noise; the same as giving them in the base flags")
     out.add_argument("--quiet", action="store_true", help="no progress line (errors are still printed)")
     run = p.add_argument_group("where to render (default: in this process)")
     run.add_argument("--workers", type=int, metavar="N",
@@ -514,6 +530,14 @@ def parse_options(argv: List[str]):
     mine, base = split_argv(list(argv))
     opts = build_parser().parse_args(mine)
     opts.base = base
+    if opts.noise_model is not None:
+        import shlex
+        words = shlex.split(opts.noise_model)
+        for w in words:
+            if w.startswith("-") and w not in NOISE_MODEL_FLAGS and not _is_number(w):
+                raise NanoBraggError("--noise-model takes only %s, got %s" % (", ".join(NOISE_MODEL_FLAGS), w))
+        opts.base = list(base) + words
+        opts.noise = True
     sources = [o for o in ("jobs", "random_orientations", "phi_series") if getattr(opts, o) is not None]
     if len(sources) != 1:
         raise NanoBraggError("give exactly one of --jobs, --random-orientations, --phi-series")

@@ -60,6 +60,9 @@ def main(argv=None):
     if argv and argv[0] == "example":
         from .example import main as example_main
         return example_main(argv[1:])
+    if argv and argv[0] == "noisify":
+        from .noisify_cli import main as noisify_main
+        return noisify_main(argv[1:])
     if argv and argv[0] == "batch":
         from .batch import main as batch_main
         return batch_main(argv[1:])

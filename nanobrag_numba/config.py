@@ -188,6 +188,14 @@ class Config:
     intfile_scale: float = 0.0
     pgm_scale: float = 0.0
     adc_offset: float = 40.0
+    # detector noise of the suite's noisify (this port; the noise image follows noisify when any is on)
+    readout_noise: float = 0.0             # ADU rms
+    flicker_noise: float = 0.0             # fraction
+    calibration_noise: float = 0.0         # fraction (noisify's own default is 0.03)
+    calib_seed: Optional[int] = None       # None: noisify's default seed word 123456789
+    psf: Optional[str] = None              # None | "gauss" | "fiber"
+    psf_fwhm_um: float = 46.0              # micrometres
+    psf_radius: int = 0                    # pixels, 0: automatic
 
     # --- random seeds (user-facing numbers; C stores -N) -----------------------
     seed: Optional[int] = None             # None: time-based, as C
@@ -283,7 +291,17 @@ class Config:
         if self.mosaic_domains > 100000:
             raise NanoBraggError("-mosaic_domains %d is unreasonably large" % self.mosaic_domains)
         self._validate_finite(NanoBraggError)
-        for name, flag in (("seed", "-seed"), ("mosaic_seed", "-mosaic_seed"), ("misset_seed", "-misset_seed")):
+        for name, flag in (("readout_noise", "-readout_noise"), ("flicker_noise", "-flicker"),
+                           ("calibration_noise", "-calibration"), ("psf_radius", "-psf_radius")):
+            v = getattr(self, name)
+            if not (v >= 0) or not math.isfinite(v):
+                raise NanoBraggError("%s must be 0 or a positive number, got %g" % (flag, v))
+        if self.psf not in (None, "gauss", "fiber"):
+            raise NanoBraggError("unknown PSF type %r (use gauss or fiber)" % (self.psf,))
+        if not (self.psf_fwhm_um > 0) or not math.isfinite(self.psf_fwhm_um):
+            raise NanoBraggError("-psf_fwhm must be a positive number of micrometres, got %g" % self.psf_fwhm_um)
+        for name, flag in (("seed", "-seed"), ("mosaic_seed", "-mosaic_seed"), ("misset_seed", "-misset_seed"),
+                           ("calib_seed", "-calib_seed")):
             v = getattr(self, name)
             if v is None:
                 continue

@@ -533,6 +533,20 @@ _f("-misset_seed", C_, "seed of -misset random (default: time)", kind="int", fie
 _f("-water", B_, "thickness of water around the crystal for the background (microns)", fields=("water_size",),
    conv="/1e6", metavar="UM")
 # this port's own flags: matched exactly (C ignores them)
+_f("-readout_noise", O_, "noise image: Gaussian read-out noise rms in ADU, as noisify (docs/suite.md)",
+   c_flag=False, fields=("readout_noise",), metavar="ADU")
+_f("-flicker", O_, "noise image: fractional beam flicker per pixel, as noisify", c_flag=False,
+   fields=("flicker_noise",))
+_f("-calibration", O_, "noise image: fractional per-pixel calibration error, as noisify (default 0 here)",
+   c_flag=False, fields=("calibration_noise",))
+_f("-calib_seed", O_, "seed of the calibration error (default: noisify's 123456789)", kind="int", c_flag=False,
+   fields=("calib_seed",), metavar="N")
+_f("-psf", O_, "noise image: point-spread function gauss or fiber, as noisify", kind="str", c_flag=False,
+   apply=_lower("psf"), metavar="TYPE", doc="psf = TYPE (lower case)")
+_f("-psf_fwhm", O_, "PSF full width at half maximum in um (default 46)", c_flag=False, fields=("psf_fwhm_um",),
+   metavar="UM")
+_f("-psf_radius", O_, "PSF rendering radius in pixels (default 0: automatic)", kind="int", c_flag=False,
+   fields=("psf_radius",), metavar="N")
 _f("-c_quirks", P_, "reproduce the C program's defects exactly (see docs/differences.md)", nargs=0,
    c_flag=False, sets=(("c_quirks", True),))
 _f("-strict", P_, "refuse what C would ignore or read by substring (every parser note becomes an error)",
@@ -558,6 +572,7 @@ COLLISIONS = {("-twotheta_axis", "-twotheta"): "twotheta_axis_substring",
               ("-misset_seed", "-misset"): "misset_seed_substring"}
 
 SUBCOMMANDS = (("example", "render a built-in example (writes example.hkl, then C's four files; 'example -h')"),
+               ("noisify", "detector noise on a float image, as the C program noisify ('noisify -h', docs/suite.md)"),
                ("batch", "render many images from one base command line ('batch -h', docs/batch.md)"),
                ("compare", "compare our images with another program's or files ('compare -h')"))
 

@@ -596,6 +596,12 @@ def _print_summary(cfg, det, xtal, s, table, fluence, oversample, divsteps, nsou
         log("  noise image paramters:")
         log("  seed: %d" % -cfg.seed)
         log("  water droplet size: %g m" % cfg.water_size)
+        from .noise_models import detector_model_on
+        if detector_model_on(cfg):
+            psf = ("%s PSF fwhm %g um radius %s" % (cfg.psf, cfg.psf_fwhm_um, cfg.psf_radius or "auto")
+                   if cfg.psf else "no PSF")
+            log("  detector model (noisify): readout_noise = %g ADU, flicker = %g %%, calibration = %g %%, %s"
+                % (cfg.readout_noise, cfg.flicker_noise * 100, cfg.calibration_noise * 100, psf))
 
 
 @dataclass
@@ -817,7 +823,13 @@ def write_outputs(prep: Prepared, image: Image, log: Callable[[str], None] = pri
             log("writing %s as 1-byte integers" % cfg.pgmfile)
             write_pgm(cfg.pgmfile, pgm_image(prep, img, pgm_scale), pgm_scale)
         if cfg.calculate_noise and (cfg.noisefile or cfg.cbfnoisefile):
-            noise, photons, overloads = prep.crand.noise(img, det.roi, cfg.adc_offset, cfg.seed)
+            from .noise_models import detector_model_on, detector_noise
+            if detector_model_on(cfg):
+                noise, photons, overloads, notes = detector_noise(img, cfg, det.roi, det.pixel_size, cfg.seed)
+                for text in notes:
+                    log("note: %s" % text)
+            else:
+                noise, photons, overloads = prep.crand.noise(img, det.roi, cfg.adc_offset, cfg.seed)
             log("%.0f photons on noise image (%d overloads)" % (photons, overloads))
             if cfg.noisefile:
                 log("writing %s as 2-byte integers" % cfg.noisefile)
