@@ -32,8 +32,9 @@ The generator
   transformed rejection method for generating Poisson random variables",
   Insurance: Mathematics and Economics 12, 1993), try n using block n's
   two uniforms (U - 0.5, V), log k! from the Stirling series with 10 terms
-  (shifted up to k+1 >= 7 and back by the recursion); ``lam >= 2^52`` gives
-  ``floor(lam)`` (its relative noise, 1.5e-8, is below float32's
+  (shifted up to k+1 >= 7 and back by the recursion; a candidate k < 0
+  or >= 2^52 is rejected); ``lam >= 2^52`` gives ``lam`` itself (a whole
+  number there; its relative noise, 1.5e-8, is below float32's
   resolution).  Then, as in C's noise loop: ``+ adc``, clipped at 65535,
   converted as C's ``(unsigned short)``; pixels outside the ROI stay 0
   (masked pixels are not skipped, as in C).
@@ -64,7 +65,7 @@ _TWO26 = 67108864.0                  # 2^26
 _TWO_M52 = 2.220446049250313e-16     # 2^-52
 #: below this mean the deviate is drawn by inversion, from it on by PTRS
 PTRS_MIN = 10.0
-#: from this mean on the deviate is the mean itself (floor)
+#: from this mean on the deviate is the mean itself (every double there is a whole number)
 HUGE_MEAN = 4503599627370496.0       # 2^52
 #: PTRS tries before giving up (acceptance is about 0.9 per try: never reached in practice)
 MAX_TRIES = 1000
@@ -137,7 +138,7 @@ def poisson_deviate(lam, k0, k1, pixel):
     if not (lam > 0.0):
         return 0.0
     if lam >= HUGE_MEAN:
-        return math.floor(lam)
+        return lam          # already a whole number (or infinite)
     c0 = pixel & _U32
     c1 = pixel >> _S32
     if lam < PTRS_MIN:
@@ -164,15 +165,18 @@ def poisson_deviate(lam, k0, k1, pixel):
         U = uniform52(w0, w1) - 0.5
         V = uniform52(w2, w3)
         us = 0.5 - abs(U)
-        k = math.floor((2.0 * a / us + b) * U + lam + 0.43)
+        x = (2.0 * a / us + b) * U + lam + 0.43
+        if not (x >= 0.0 and x < HUGE_MEAN):
+            continue        # k < 0, or a candidate beyond 2^52 (rejected by PTRS's own tests in any case)
+        k = float(math.floor(x))
         if us >= 0.07 and V <= vr:
             return k
-        if k < 0.0 or (us < 0.013 and V > us):
+        if us < 0.013 and V > us:
             continue
         if (math.log(V) + math.log(invalpha) - math.log(a / (us * us) + b)
                 <= -lam + k * loglam - log_factorial(k)):
             return k
-    return math.floor(lam + 0.5)
+    return float(math.floor(lam + 0.5))
 
 
 @njit(inline="always")

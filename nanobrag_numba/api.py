@@ -447,8 +447,12 @@ class Simulator:
                 raise NanoBraggError("render_many: item %d: %s" % (i, exc)) from None
         return self.render_prepared(preps)
 
-    def render_prepared(self, preps, device: Optional[str] = None) -> list:
-        """Render images already prepared by :meth:`prepare` (as :meth:`render_many` does); a list of Result."""
+    def render_prepared(self, preps, device: Optional[str] = None, keep_device: bool = False) -> list:
+        """Render images already prepared by :meth:`prepare` (as :meth:`render_many` does); a list of Result.
+
+        ``keep_device`` (CUDA with cupy): each ``Result.image.device_image``
+        keeps the float image on the GPU (for noise drawn there).
+        """
         from .simulator import Prepared, render_many
         preps = list(preps)
         for i, prep in enumerate(preps):
@@ -457,7 +461,7 @@ class Simulator:
                                      % (i, type(prep).__name__))
         if device is not None:
             _check_device(device)
-        images = _guard(render_many, preps, device)
+        images = _guard(render_many, preps, device, keep_device=bool(keep_device))
         return [Result(floatimage=img.floatimage, prep=prep, image=img) for prep, img in zip(preps, images)]
 
 
