@@ -197,3 +197,26 @@ def test_cuda_simulator_matches_cpu_rows(hkl, tmp_path):
     noise = counter_noise_images(sim_out["images"], [11, 12], preps[0].det.roi, 40.0, backend="cpu")
     assert noise.max() > 40
     np.testing.assert_array_equal(sim_out["noise"], noise)
+
+
+@pytest.mark.slow                       # about a minute of NVVM
+def test_many_and_noise_kernels_compile_to_ptx():
+    from test_cuda import toolkit_skip_reason
+    reason = toolkit_skip_reason()
+    if reason:
+        pytest.skip(reason)
+    from numba import cuda, typeof, types
+    from nanobrag_numba.kernels import cuda as kcuda
+    from nanobrag_numba.kernels.physics import KPARAMS_FIELDS, make_kparams
+    from nanobrag_numba.kernels.variants import COMMON
+    ft = types.float64
+    p = make_kparams(np.float64, **{k: 0 for k in KPARAMS_FIELDS})
+    sig = (typeof(p), ft[:, ::1], ft[:, :, :, ::1], types.int32[:, ::1], types.int32[:, ::1], ft[:, :, ::1],
+           types.uint16[::1], types.float64[:, ::1], types.int64[::1], ft[:, ::1], types.int64)
+    ptx, _ = cuda.compile_ptx(kcuda.many_kernel("double", COMMON).py_func, sig, cc=(9, 0))
+    assert ".visible .entry" in ptx
+    i64 = types.int64
+    sig = (types.float32[:, ::1], types.uint64[:, ::1], types.uint16[:, ::1], i64, i64, i64, i64, i64, i64,
+           types.float64)
+    ptx, _ = cuda.compile_ptx(kcuda._noise_kernel().py_func, sig, cc=(9, 0))
+    assert ".visible .entry" in ptx
