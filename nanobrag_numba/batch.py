@@ -1026,7 +1026,9 @@ class _Writer:
     is bounded (``WRITE_QUEUE`` groups), so rendering never runs far ahead
     of the disk.  An exception in the writer (e.g. the manifest cannot be
     appended) stops the batch: it is raised again by the next ``put`` or by
-    ``close``.
+    ``close``.  When the rendering stops (Ctrl-C, SIGTERM, an error), the
+    images already rendered are still written (at most ``WRITE_QUEUE`` + 1
+    groups), so no finished work is lost.
     """
 
     def __init__(self, ctx: dict, sink: Callable[[dict], None]):
@@ -1035,7 +1037,6 @@ class _Writer:
         self.ctx, self.sink = ctx, sink
         self.queue: "queue.Queue" = queue.Queue(maxsize=WRITE_QUEUE)
         self.error: Optional[BaseException] = None
-        self.abort = False
         self.thread = threading.Thread(target=self._run, name="nanobrag-batch-writer", daemon=True)
         self.thread.start()
 
@@ -1044,12 +1045,10 @@ class _Writer:
             item = self.queue.get()
             if item is None:
                 return
-            if self.abort or self.error is not None:
+            if self.error is not None:
                 continue
             try:
                 for entry in item:
-                    if self.abort:
-                        break
                     if isinstance(entry, dict):
                         self.sink(entry)
                     else:
@@ -1063,12 +1062,12 @@ class _Writer:
             raise self.error
         self.queue.put(item)
 
-    def close(self, abort: bool = False) -> None:
-        """Wait for the queued images to be written (``abort``: only the one being written)."""
-        self.abort = self.abort or abort
+    def close(self, failing: bool = False) -> None:
+        """Wait for the queued images to be written; raise the writer's error (unless ``failing``: the
+        renderer's own exception is on its way)."""
         self.queue.put(None)
         self.thread.join()
-        if self.error is not None and not abort:
+        if self.error is not None and not failing:
             raise self.error
 
 
@@ -1131,7 +1130,7 @@ def render_pipeline(ctx: dict, jobs: List[dict], sink: Callable[[dict], None]) -
             entries.extend((job, res, noise, render_s) for (job, res), noise in zip(done, noises))
             writer.put(entries)
     except BaseException:
-        writer.close(abort=True)
+        writer.close(failing=True)
         raise
     writer.close()
 

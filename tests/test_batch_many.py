@@ -173,3 +173,44 @@ def test_default_images_per_launch():
     assert batch.images_per_launch({}, 1024 * 1024, "cuda") == 4
     assert batch.images_per_launch({}, 4096 * 4096, "cuda") == 1
     assert batch.images_per_launch({"images_per_launch": 5}, 4096 * 4096, "cpu") == 5
+
+
+def test_images_are_written_by_one_background_thread(hkl, tmp_path, capsys, monkeypatch):
+    import threading
+    threads = []
+    write = batch.write_job
+
+    def spy(*a, **k):
+        threads.append(threading.current_thread().name)
+        return write(*a, **k)
+    monkeypatch.setattr(batch, "write_job", spy)
+    rc, _err = _run(["--random-orientations", "5", "--out", str(tmp_path / "o"), "--images-per-launch", "2"],
+                    hkl, capsys)
+    assert rc == 0 and threads == ["nanobrag-batch-writer"] * 5
+    assert batch.WRITE_QUEUE == 2
+
+
+def test_interrupt_during_a_launch_leaves_finished_images_only(hkl, tmp_path, capsys, monkeypatch):
+    # Ctrl-C while the second group renders: the first group is written and in the manifest, no temporaries
+    from nanobrag_numba.api import Simulator
+    calls = []
+    render = Simulator.render_prepared
+
+    def interrupted(self, preps, *a, **k):
+        calls.append(len(preps))
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return render(self, preps, *a, **k)
+    monkeypatch.setattr(Simulator, "render_prepared", interrupted)
+    out = tmp_path / "o"
+    rc = batch.main(["--random-orientations", "6", "--out", str(out), "--images-per-launch", "2", "--format",
+                     "smv", "--", "-hkl", hkl] + BASE)
+    err = capsys.readouterr().err
+    assert rc == 130 and "interrupted" in err
+    names = sorted(os.listdir(out))
+    assert names == sorted([".batch.lock", "batch.json", "manifest.jsonl", "img_000000.img", "img_000001.img"])
+    assert sorted(_manifest(str(out))) == [0, 1]
+    monkeypatch.setattr(Simulator, "render_prepared", render)
+    assert batch.main(["--random-orientations", "6", "--out", str(out), "--images-per-launch", "2", "--format",
+                       "smv", "--quiet", "--", "-hkl", hkl] + BASE) == 0
+    assert sorted(_manifest(str(out))) == [0, 1, 2, 3, 4, 5]
