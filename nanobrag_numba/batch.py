@@ -1149,7 +1149,8 @@ def render_chunk(ctx: dict, jobs: List[dict]) -> List[dict]:
         return [render_job(ctx, job) for job in jobs]
     records: List[dict] = []
     render_pipeline(ctx, jobs, records.append)
-    return sorted(records, key=lambda r: r["index"])
+    order = {job["index"]: n for n, job in enumerate(jobs)}
+    return sorted(records, key=lambda r: order[r["index"]])      # in job order, as one job after the other
 
 
 def _one_per_launch(ctx: dict) -> bool:

@@ -214,3 +214,30 @@ def test_interrupt_during_a_launch_leaves_finished_images_only(hkl, tmp_path, ca
     assert batch.main(["--random-orientations", "6", "--out", str(out), "--images-per-launch", "2", "--format",
                        "smv", "--quiet", "--", "-hkl", hkl] + BASE) == 0
     assert sorted(_manifest(str(out))) == [0, 1, 2, 3, 4, 5]
+
+
+def test_render_chunk_the_dask_task_uses_the_pipeline(hkl, tmp_path, monkeypatch):
+    # the task a Dask worker runs: K=3 gives the records and files of K=1, one record per job, in job order
+    base = batch.base_config(["-hkl", hkl] + BASE)
+    jobs = []
+    for i, deg in enumerate(([0, 0, 0], [10, 0, 0], [0, 10, 0], [0, 0, 10])):
+        payload = {"index": i, "name": "img_%06d" % i, "id": None, "line": None, "key": "k%d" % i,
+                   "overrides": {"misset": tuple(d / 57.29577951308232 for d in deg), "seed": 3 + i},
+                   "noise_seed": 3 + i, "source": {"misset_deg": deg}, "extra": {}}
+        jobs.append(payload)
+    jobs.insert(2, dict(jobs[0], index=9, name="bad", overrides={"distance": -0.0}))
+    records = {}
+    for k in (1, 3):
+        out = tmp_path / ("k%d" % k)
+        out.mkdir()
+        ctx = {"config": base, "device": "cpu", "out": str(out), "format": "smv", "noise": True,
+               "flags": ["-hkl", hkl] + BASE, "numba_threads": None, "images_per_launch": k,
+               "noise_generator": "counter"}
+        sizes = _launches(monkeypatch)
+        recs = batch.render_chunk(ctx, jobs)
+        assert sizes == ([] if k == 1 else [2, 2])
+        records[k] = [{key: v for key, v in r.items() if key not in TIMING} for r in recs]
+        assert [r["index"] for r in recs] == [j["index"] for j in jobs]
+    assert records[1] == records[3]
+    assert sum(not r["ok"] for r in records[1]) == 1
+    assert _files(str(tmp_path / "k1")) == _files(str(tmp_path / "k3"))
