@@ -171,11 +171,22 @@ def test_bad_device_and_bad_prepared(hkl):
         sim.render_prepared([{}])
 
 
-def test_cuda_simulator_matches_cpu_rows(hkl, tmp_path):
-    """render_many on the CUDA kernel (numba's simulator), K=2 on 8x8: the CPU's rows, noise identical."""
-    flags = _flags(hkl, CELL + " -N 3 -detpixels 8 -pixel 3.0 -distance 60 -lambda 1.0 -mosaic 0.5 "
-                               "-mosaic_domains 2 -seed 1")
-    overrides = [{"misset": (0.1, 0.2, 0.3)}, {"misset": (0.7, -0.2, 0.4), "phi0": 0.01, "fluence": 4e24}]
+SIM_CASES = {
+    # the common case (G1's straight-line variant): orientation, phi and fluence differ
+    "common": (CELL + " -N 3 -detpixels 8 -pixel 3.0 -distance 60 -lambda 1.0 -mosaic 0.5 -mosaic_domains 2 -seed 1",
+               [{"misset": (0.1, 0.2, 0.3)}, {"misset": (0.7, -0.2, 0.4), "phi0": 0.01, "fluence": 4e24}]),
+    # -c_quirks phi carry-over: the stacked phi maps differ (the second image has no phi = 0 step)
+    "quirks_phi": (CELL + " -N 3 -detpixels 4 -pixel 4.0 -distance 60 -lambda 1.0 -phi 0 -osc 2 -phisteps 2 "
+                          "-c_quirks -seed 1",
+                   [{"misset": (0.1, 0.2, 0.3)}, {"misset": (0.1, 0.2, 0.3), "phi0": 0.01}]),
+}
+
+
+@pytest.mark.parametrize("case", sorted(SIM_CASES))
+def test_cuda_simulator_matches_cpu_rows(hkl, tmp_path, case):
+    """render_many on the CUDA kernel (numba's simulator), K=2: the CPU's rows, noise identical."""
+    base, overrides = SIM_CASES[case]
+    flags = _flags(hkl, base)
     out = tmp_path / "sim.npz"
     env = dict(os.environ, NUMBA_ENABLE_CUDASIM="1", NUMBA_DISABLE_JIT="1")
     import json
@@ -185,6 +196,8 @@ def test_cuda_simulator_matches_cpu_rows(hkl, tmp_path):
     sim_out = np.load(out)
     sim = nb.Simulator(flags, device="cpu")
     preps = [sim.prepare(**o) for o in overrides]
+    if case == "quirks_phi":
+        assert preps[0].phi_map_first.tolist() != preps[1].phi_map_first.tolist()
     from nanobrag_numba.backends import run_kernel_many
     rows, oob, _ = run_kernel_many("cpu", preps, preps[0].params)
     assert rows[0].max() > 0 and list(sim_out["launches"]) == [2, 2]     # one launch of both images, twice
