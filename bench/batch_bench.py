@@ -51,11 +51,11 @@ ROOT = os.path.dirname(HERE)
 if __package__ in (None, ""):
     sys.path.insert(0, ROOT)
 
-from bench.cases import XTAL  # noqa: E402
+from bench.cases import CASES  # noqa: E402
 from bench.make_hkl import ensure_hkl, sha256  # noqa: E402
 from bench.run import OTHERS_WARN, OUT_DIR, RESULTS_DIR, child_env, cpu_model, git, run_timed  # noqa: E402
 
-B5_FLAGS = XTAL + " -N 10 -distance 150 -detpixels 256 -pixel 0.4 -mosaic 0.2 -mosaic_domains 5 -oversample 1"
+B5_FLAGS = CASES["B5"].flags       # one definition of B5 (bench/cases.py; gpu_check.py times it on a GPU)
 B5_TITLE = "batch: 256x256 images, random orientations, N=10, 5 mosaic domains"
 OVERHEAD_TARGET_S = 0.005
 

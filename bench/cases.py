@@ -61,6 +61,10 @@ _CASES = [
          XTAL + " -misset 10 20 30 -N 1 -distance 300 -detpixels 256 -pixel 0.4"),
     Case("B4", "tiny: 64x64, default settings (start-up time)",
          XTAL + " -detpixels 64", cold_start=True),
+    Case("B5", "many images: 256x256, N=10, 5 mosaic domains, one random orientation per image "
+               "(Simulator.render_many; bench/gpu_check.py draws the orientations)",
+         XTAL + " -N 10 -distance 150 -detpixels 256 -pixel 0.4 -mosaic 0.2 -mosaic_domains 5 -oversample 1",
+         gpu=True, run_c=False),
     Case("G1", "GPU: 2048x2048, oversample 2, 3x3 divergence x 3 wavelengths, 10 phi, 10 mosaic, N=10",
          XTAL + " -misset 10 20 30 -N 10 -distance 150 -detpixels 2048 -pixel 0.1 "
                 "-phi 0.5 -osc 1 -phisteps 10 -hdivrange 0.5 -vdivrange 0.5 -divsteps 3 -square_div "

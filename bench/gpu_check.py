@@ -9,6 +9,13 @@
 3. Benchmark G1 (bench/cases.py) in float64 and float32: kernel seconds,
    inner evaluations per second, and the CPU kernel's rate on the same
    machine (measured on a band of rows, all cores) for the ratio.
+4. Many images per launch (``Simulator.render_many``): images/s of B5
+   (256x256, N=10, 5 mosaic domains, uniform random orientations, 64 per
+   launch) and of 1024x1024 single shots (B1's flags, random orientations,
+   4 per launch), each with its counter-based noise image drawn on the
+   device (``--noise-generator counter``); the host set-up (``prepare``),
+   the launches and the noise are timed apart, and one B5 image is compared
+   with the CPU's render of it.
 Writes OUTDIR/gpu_report.md and gpu_report.json.  ``--sim`` runs a tiny
 version in numba's CUDA simulator to check the script itself.
 """
@@ -140,6 +147,87 @@ def bench_g1(sim_mode):
     return result
 
 
+#: (case, images per launch, images timed) of the render_many benchmark; --sim: tiny versions
+MANY_PLANS = (("B5", 64, 2048), ("B1", 4, 32))
+MANY_PLANS_SIM = (("B5", 2, 2), ("B1", 2, 2))
+
+
+def _sim_words(words):
+    """A tiny version of a case for the CUDA simulator (4x4 pixels, N=2, 2 domains)."""
+    out = list(words)
+    for flag, value in (("-detpixels", "4"), ("-N", "2"), ("-mosaic_domains", "2")):
+        if flag in out:
+            out[out.index(flag) + 1] = value
+    return out
+
+
+def bench_many(sim_mode):
+    """Images/s through Simulator.render_many with counter-based noise on the device (B5 and 1024x1024)."""
+    import nanobrag_numba as nb
+    from nanobrag_numba import batch
+    from nanobrag_numba.config import RTD
+    from nanobrag_numba.noise import counter_noise_images
+    from bench import cases as bc
+    from bench.make_hkl import ensure_hkl
+    hkl = ensure_hkl()
+    result = {}
+    for name, k, total in (MANY_PLANS_SIM if sim_mode else MANY_PLANS):
+        words = bc.CASES[name].words(hkl)
+        if sim_mode:
+            words = _sim_words(words)
+        sim = nb.Simulator(words, device="cuda")
+        angles = batch.random_orientations(total + k, 1)
+        overrides = [{"misset": tuple(a / RTD for a in m), "misset_random": False} for m in angles]
+        seeds = list(range(1, total + k + 1))
+
+        def one_launch(lo):
+            t0 = time.perf_counter()
+            preps = [sim.prepare(**o) for o in overrides[lo:lo + k]]
+            t1 = time.perf_counter()
+            results = sim.render_prepared(preps, keep_device=True)
+            t2 = time.perf_counter()
+            prep = results[0].prep
+            noise = counter_noise_images([r.floatimage for r in results], seeds[lo:lo + k], prep.det.roi,
+                                         prep.cfg.adc_offset, backend="cuda",
+                                         device_images=[r.image.device_image for r in results])
+            t3 = time.perf_counter()
+            return results, noise, (t1 - t0, t2 - t1, t3 - t2)
+
+        t0 = time.perf_counter()
+        warm, warm_noise, _ = one_launch(0)           # compiles the kernels, uploads the HKL table
+        first_s = time.perf_counter() - t0
+        spent = [0.0, 0.0, 0.0]
+        for lo in range(k, k + total, k):
+            _r, _n, times = one_launch(lo)
+            spent = [a + b for a, b in zip(spent, times)]
+        prep_s, render_s, noise_s = spent
+        rec = {"flags": " ".join(words), "images": total, "images_per_launch": k, "first_launch_seconds": first_s,
+               "prepare_seconds": prep_s, "render_seconds": render_s, "noise_seconds": noise_s,
+               "images_per_second": total / (prep_s + render_s + noise_s),
+               "images_per_second_device": total / (render_s + noise_s),
+               "cupy": _has_cupy(),
+               "max_I_first": float(warm[0].floatimage.max()), "noise_max_first": int(warm_noise[0].max())}
+        if name == "B5":
+            cpu = sim.render(device="cpu", **overrides[0]).floatimage.astype(np.float64)
+            gpu = warm[0].floatimage.astype(np.float64)
+            rec["max_rel_diff_to_cpu"] = float(np.abs(gpu - cpu).max() / (np.abs(cpu).max() or 1.0))
+            rec["noise_equal_to_cpu"] = bool(np.array_equal(
+                warm_noise[0], counter_noise_images(gpu[None].astype(np.float32), seeds[:1], warm[0].prep.det.roi,
+                                                    warm[0].prep.cfg.adc_offset, backend="cpu")[0]))
+        result[name] = rec
+        log("render_many %s: %d images, %d per launch: %.0f images/s (%.0f on the device; set-up %.1f ms/image)"
+            % (name, total, k, rec["images_per_second"], rec["images_per_second_device"], 1000 * prep_s / total))
+    return result
+
+
+def _has_cupy():
+    try:
+        import cupy  # noqa: F401
+        return True
+    except Exception:
+        return False
+
+
 def write_report(out, report):
     with open(os.path.join(out, "gpu_report.json"), "w") as fh:
         json.dump(report, fh, indent=1)
@@ -173,6 +261,20 @@ def write_report(out, report):
         c = b["cpu"]
         lines += ["", "CPU kernel: %.3g evaluations/s on %d threads (first %d rows of G1)." % (
             c["evals_per_second"], c["threads"], c["rows"]), ""]
+    m = report.get("many")
+    if m:
+        lines += ["## Many images per launch (Simulator.render_many, counter-based noise on the device)", "",
+                  "| case | images | per launch | images/s | images/s on the device | set-up ms/image | "
+                  "render s | noise s |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+        for name, r in m.items():
+            lines.append("| %s | %d | %d | %.0f | %.0f | %.2f | %.3f | %.3f |" % (
+                name, r["images"], r["images_per_launch"], r["images_per_second"], r["images_per_second_device"],
+                1000 * r["prepare_seconds"] / r["images"], r["render_seconds"], r["noise_seconds"]))
+        if "B5" in m and "max_rel_diff_to_cpu" in m["B5"]:
+            lines += ["", "B5 image 0: max rel diff to the CPU render %.2e; counter noise equal to the CPU's: %s"
+                      % (m["B5"]["max_rel_diff_to_cpu"], m["B5"]["noise_equal_to_cpu"])]
+        lines += ["", "images/s counts the host set-up (Simulator.prepare of every image, Python), the launches "
+                  "and the noise; 'on the device' leaves the set-up out.", ""]
     with open(os.path.join(out, "gpu_report.md"), "w") as fh:
         fh.write("\n".join(lines) + "\n")
 
@@ -201,6 +303,9 @@ def main():
         write_report(args.out, report)
     log("benchmark G1 ...")
     report["bench"] = bench_g1(args.sim)
+    write_report(args.out, report)
+    log("render_many: B5 and 1024x1024 single shots ...")
+    report["many"] = bench_many(args.sim)
     write_report(args.out, report)
     log("report: %s" % os.path.join(args.out, "gpu_report.md"))
     return 0 if report.get("tests", {}).get("exit_code", 0) == 0 else 1

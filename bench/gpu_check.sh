@@ -3,7 +3,8 @@
 #   bash bench/gpu_check.sh            (report in $OUT, or bench/out/gpu when OUT is unset)
 # Installs the checkout, then ONE Python process (kernels compile once) runs the
 # GPU tests, the golden parity on the GPU in float64 and single precision, the
-# single-vs-double error table and the G1 benchmark; see bench/gpu_check.py.
+# single-vs-double error table, the G1 benchmark and images/s through render_many (B5 and 1024x1024
+# single shots, counter-based noise on the device); see bench/gpu_check.py.
 # The golden data travels in ./golden_data (git-ignored; copy ../shared/golden there).
 set -uo pipefail
 cd "$(dirname "$0")/.."

@@ -60,6 +60,50 @@ def render_cpu(p, sources, rot, phi_map, phi_map_first, Fhkl, mask, out, out_oob
                      render_pixel(p, spixel, fpixel, sources, rot, phi_map, phi_map_first, Fhkl, trace))
 
 
+def render_many(p, sources, rot, phi_map, phi_map_first, Fhkl, mask, out, out_oob, nimages):
+    """Run :func:`render_many_cpu` with dynamic chunks of ``CHUNK_PIXELS`` pixels."""
+    previous = numba.set_parallel_chunksize(CHUNK_PIXELS)
+    try:
+        render_many_cpu(p, sources, rot, phi_map, phi_map_first, Fhkl, mask, out, out_oob, nimages)
+    finally:
+        numba.set_parallel_chunksize(previous)
+
+
+@njit(parallel=True, cache=True)
+def render_many_cpu(p, sources, rot, phi_map, phi_map_first, Fhkl, mask, out, out_oob, nimages):
+    """Render ``nimages`` images that differ only in their rotation tables, in one parallel loop.
+
+    The loop runs over image x pixel (``prange(nimages * npix)``), so the
+    threads stay busy across image boundaries; every pixel is the same call
+    of ``render_pixel`` as in :func:`render_cpu`, with image ``k``'s tables.
+
+    Parameters
+    ----------
+    p, sources, Fhkl, mask
+        Shared by every image (see :func:`render_cpu`).
+    rot : float64[nimages, nrot, mosaic_domains, 9]
+        The rotation table of each image, stacked.
+    phi_map, phi_map_first : int32[nimages, phisteps]
+        The phi maps of each image.
+    out : float64[6, nimages * npix]
+        Rows as in :func:`render_cpu`; image ``k`` is columns ``k*npix .. (k+1)*npix - 1``.
+    out_oob : int64[nimages * npix]
+    nimages : int
+    """
+    trace = np.zeros((1, TRACE_FIELDS))
+    npix = p.fpixels * p.spixels
+    for j in prange(nimages * npix):
+        k = j // npix
+        idx = j - k * npix
+        spixel = idx // p.fpixels
+        fpixel = idx - spixel * p.fpixels
+        if not pixel_is_rendered(p, mask, spixel, fpixel):
+            clear_result(out, out_oob, j)
+            continue
+        store_result(out, out_oob, j,
+                     render_pixel(p, spixel, fpixel, sources, rot[k], phi_map[k], phi_map_first[k], Fhkl, trace))
+
+
 @njit(cache=True)
 def trace_cpu(p, spixel, fpixel, sources, rot, phi_map, phi_map_first, Fhkl, trace):
     """One pixel on one core, recording every evaluation into ``trace``.

@@ -10,12 +10,20 @@ Tables live on the device for the whole render: sources, the rotated cell
 vectors of every (phi step, mosaic domain), the HKL table, the mask.  The
 driver scales the image on the device (cupy) and copies the float32 image
 back once.
+
+Many images per launch (``Simulator.render_many``): :func:`render_many_cuda`
+runs one thread per (image, pixel) of K images that share everything but
+their rotation tables and phi maps, which are stacked into one device array
+each (``rot[K, nrot, domains, 9]``); sources, HKL table and mask are shared.
+:func:`noise_images_cuda` draws the counter-based Poisson noise
+(``noise_counter.py``) of a stack of images on the device.
 """
 import os
 
 import numpy as np
 from numba import cuda
 
+from . import noise_counter as _nc
 from .physics import TRACE_FIELDS
 from .variants import GENERIC, physics as variant_physics, variant_of
 
@@ -45,6 +53,31 @@ def _make_kernel(phys):
     return render_kernel
 
 
+def _make_many_kernel(phys):
+    render_pixel = phys.render_pixel_inline
+    pixel_is_rendered = phys.pixel_is_rendered
+    store_result = phys.store_result
+    clear_result = phys.clear_result
+
+    @cuda.jit
+    def render_many_kernel(p, sources, rot, phi_map, phi_map_first, Fhkl, mask, out, out_oob, trace, nimages):
+        j = cuda.grid(1)
+        npix = p.fpixels * p.spixels
+        if j >= nimages * npix:
+            return
+        k = j // npix
+        idx = j - k * npix
+        spixel = idx // p.fpixels
+        fpixel = idx - spixel * p.fpixels
+        if not pixel_is_rendered(p, mask, spixel, fpixel):
+            clear_result(out, out_oob, j)
+            return
+        store_result(out, out_oob, j,
+                     render_pixel(p, spixel, fpixel, sources, rot[k], phi_map[k], phi_map_first[k], Fhkl, trace))
+
+    return render_many_kernel
+
+
 #: kernels built in this process, by (precision, variant); not cached on disk (numba-cuda compiles
 #: a variant at its first launch in a process)
 _KERNELS = {}
@@ -62,6 +95,14 @@ def kernel(precision="double", variant=GENERIC):
     key = (precision, variant)
     if key not in _KERNELS:
         _KERNELS[key] = _make_kernel(variant_physics(variant, single=(precision == "single")))
+    return _KERNELS[key]
+
+
+def many_kernel(precision="double", variant=GENERIC):
+    """The many-images kernel of a precision and variant (:func:`render_many_cuda`), built once."""
+    key = ("many", precision, variant)
+    if key not in _KERNELS:
+        _KERNELS[key] = _make_many_kernel(variant_physics(variant, single=(precision == "single")))
     return _KERNELS[key]
 
 
@@ -103,3 +144,81 @@ def render_cuda(params, tables, npix, precision="double", threads_per_block=None
     kernel(precision, variant)[blocks, tpb](params, *tables, out, oob, trace, 0, npix)
     cuda.synchronize()
     return out, oob
+
+
+def device_tables_many(sources, rots, phi_maps, phi_maps_first, Fhkl, mask, precision="double"):
+    """Upload the tables of K images: shared sources, HKL table, mask; stacked rotation tables and phi maps.
+
+    ``rots`` is float[K, nrot, domains, 9], ``phi_maps`` and ``phi_maps_first``
+    int32[K, phisteps] (each one array, uploaded in one copy).
+    """
+    dtype = np.float32 if precision == "single" else np.float64
+    if isinstance(Fhkl, np.ndarray):
+        Fhkl = device_hkl(Fhkl, precision)
+    return (cuda.to_device(np.ascontiguousarray(sources, dtype=dtype)),
+            cuda.to_device(np.ascontiguousarray(rots, dtype=dtype)),
+            cuda.to_device(np.ascontiguousarray(phi_maps, dtype=np.int32)),
+            cuda.to_device(np.ascontiguousarray(phi_maps_first, dtype=np.int32)),
+            Fhkl,
+            cuda.to_device(np.ascontiguousarray(mask)))
+
+
+def render_many_cuda(params, tables, npix, nimages, precision="double", threads_per_block=None, variant=None):
+    """One launch over ``nimages`` x ``npix`` threads; returns device arrays (rows [6, K*npix], oob [K*npix]).
+
+    Image k is columns ``k*npix .. (k+1)*npix - 1`` (the layout of the CPU's ``render_many_cpu``).
+    """
+    global last_variant
+    if variant is None:
+        variant = variant_of(params)
+    last_variant = variant
+    tpb = threads_per_block or THREADS_PER_BLOCK
+    total = npix * nimages
+    out = cuda.device_array((6, total), dtype=np.float64)
+    oob = cuda.device_array(total, dtype=np.int64)
+    trace = cuda.device_array((1, TRACE_FIELDS), dtype=np.float32 if precision == "single" else np.float64)
+    blocks = (total + tpb - 1) // tpb
+    many_kernel(precision, variant)[blocks, tpb](params, *tables, out, oob, trace, nimages)
+    cuda.synchronize()
+    return out, oob
+
+
+_NOISE_KERNEL = []
+
+
+def _noise_kernel():
+    if not _NOISE_KERNEL:
+        noise_pixel = _nc.noise_pixel
+
+        @cuda.jit
+        def noise_kernel(images, keys, out, npix, fpixels, roi_xmin, roi_xmax, roi_ymin, roi_ymax, adc_offset):
+            j = cuda.grid(1)
+            if j >= images.shape[0] * npix:
+                return
+            noise_pixel(images, keys, out, j, npix, fpixels, roi_xmin, roi_xmax, roi_ymin, roi_ymax, adc_offset)
+
+        _NOISE_KERNEL.append(noise_kernel)
+    return _NOISE_KERNEL[0]
+
+
+def noise_images_cuda(images, keys, fpixels, roi, adc_offset, threads_per_block=None):
+    """Counter-based noise images (``noise_counter.py``) of a stack of float images, on the device.
+
+    ``images``: float32[K, npix] on the device (a numba device array, a cupy
+    array, or a host array, which is uploaded); ``keys``: uint64[K, 2]
+    (:func:`~.noise_counter.philox_keys`).  Returns the uint16[K, npix]
+    noise images as a device array.
+    """
+    if isinstance(images, np.ndarray):
+        images = cuda.to_device(np.ascontiguousarray(images, dtype=np.float32))
+    elif not cuda.is_cuda_array(images) or not hasattr(images, "copy_to_host"):
+        images = cuda.as_cuda_array(images)
+    n, npix = images.shape
+    out = cuda.device_array((n, npix), dtype=np.uint16)
+    tpb = threads_per_block or THREADS_PER_BLOCK
+    blocks = (n * npix + tpb - 1) // tpb
+    if n * npix:
+        _noise_kernel()[blocks, tpb](images, cuda.to_device(np.ascontiguousarray(keys, dtype=np.uint64)), out,
+                                    npix, fpixels, roi[0], roi[1], roi[2], roi[3], float(adc_offset))
+        cuda.synchronize()
+    return out

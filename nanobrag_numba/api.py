@@ -380,6 +380,96 @@ class Simulator:
         return Result(floatimage=image.floatimage, prep=prep, image=image)
 
 
+    def render_many(self, overrides_list, device: Optional[str] = None) -> list:
+        """Render K images, as K calls of :meth:`render`, in as few kernel launches as possible.
+
+        Parameters
+        ----------
+        overrides_list : list of dict
+            One dict of settings per image (Config fields, SI units, as
+            :meth:`render` takes them; ``{}`` is the base image).
+        device : str, optional
+            ``cpu``, ``cuda`` or ``auto`` for every image (default: each
+            image's ``device`` setting, else the Simulator's).
+
+        Returns
+        -------
+        list of Result
+            In the order of ``overrides_list``; each equal to
+            ``render(**overrides)``: on the CPU the float images are
+            bit-identical (the same kernel code per pixel and the same
+            scaling; tests/test_render_many.py); on the GPU they are those
+            of the CUDA kernel of :meth:`render`.
+
+        Images that differ only in what the kernel reads per image, the
+        crystal orientation (``misset``, ``matrix``/``matfile``, ``phi0``,
+        ``mosaic_seed``, ``misset_seed``) and the fluence (``fluence``,
+        ``flux``, ``exposure``; ``beamsize`` while it clips no sample), share
+        ONE launch: their rotation tables and phi maps are stacked, the
+        sources, HKL table and mask are shared, and each image is scaled by
+        its own fluence (on the device with cupy).  Images that differ in
+        anything else the kernel reads (detector, beam, sampling, crystal
+        size or shape, options, sources, mask, HKL file, device, precision)
+        are never merged: they are grouped into compatible groups, one
+        launch each (:func:`nanobrag_numba.simulator.launch_groups`), and
+        the results come back in input order.  GAUSS and TOPHAT crystals
+        read the reciprocal cell, which turns with the crystal, so their
+        orientations do not share a launch.  ``-c_quirks`` is exact too:
+        C's phi carry-over is in each image's own phi maps, and an image
+        whose interpolation left the HKL table gets C's switch-off second
+        pass as a launch of its own, as :meth:`render` does.
+
+        Raises
+        ------
+        NanoBraggError
+            One line naming the problem: not a list, an empty list, an item
+            that is not a dict (with its index), an unknown setting or a bad
+            value (with the index of the image), or any error of
+            :meth:`render` for one image.
+        """
+        from .simulator import render_many
+        if isinstance(overrides_list, (str, bytes, dict)) or not isinstance(overrides_list, (list, tuple)):
+            raise NanoBraggError("render_many takes a list of dicts of settings (one per image), got %s"
+                                 % type(overrides_list).__name__)
+        if not overrides_list:
+            raise NanoBraggError("render_many needs at least one image: the list of settings is empty")
+        if device is not None:
+            _check_device(device)
+        preps = []
+        for i, changes in enumerate(overrides_list):
+            if not isinstance(changes, dict):
+                raise NanoBraggError("render_many: item %d must be a dict of settings, got %s"
+                                     % (i, type(changes).__name__))
+            bad = [k for k in changes if not isinstance(k, str)]
+            if bad:
+                raise NanoBraggError("render_many: item %d: settings are named by strings, got %s"
+                                     % (i, _shown(bad[0])))
+            try:
+                if device is not None:
+                    changes = dict(changes, device=device)
+                preps.append(self.prepare(**changes))
+            except NanoBraggError as exc:
+                raise NanoBraggError("render_many: item %d: %s" % (i, exc)) from None
+        return self.render_prepared(preps)
+
+    def render_prepared(self, preps, device: Optional[str] = None, keep_device: bool = False) -> list:
+        """Render images already prepared by :meth:`prepare` (as :meth:`render_many` does); a list of Result.
+
+        ``keep_device`` (CUDA with cupy): each ``Result.image.device_image``
+        keeps the float image on the GPU (for noise drawn there).
+        """
+        from .simulator import Prepared, render_many
+        preps = list(preps)
+        for i, prep in enumerate(preps):
+            if not isinstance(prep, Prepared):
+                raise NanoBraggError("render_prepared: item %d is not a prepared image (Simulator.prepare), got %s"
+                                     % (i, type(prep).__name__))
+        if device is not None:
+            _check_device(device)
+        images = _guard(render_many, preps, device, keep_device=bool(keep_device))
+        return [Result(floatimage=img.floatimage, prep=prep, image=img) for prep, img in zip(preps, images)]
+
+
 def simulate(cfg: Union[Config, Flags], device: Optional[str] = None, log=None) -> Result:
     """Render one image from a Config or a nanoBragg command line."""
     return Simulator(cfg, device=device, log=log).render()

@@ -144,3 +144,41 @@ def run_kernel(backend: str, prep, params, progress=None):
                    out, oob, int(bounds[n]), int(bounds[n + 1]))
         progress(int(round(100.0 * (n + 1) / PROGRESS_CHUNKS)))
     return out, oob, np
+
+
+def run_kernel_many(backend: str, preps, params):
+    """One kernel launch for K images that share everything but their rotation tables and phi maps.
+
+    ``preps`` are images of one launch group (``simulator.launch_groups``),
+    ``params`` the KParams of the launch (the first image's).  Returns
+    ``(rows [6, K*npix], first_oob [K*npix], xp)``; image k is columns
+    ``k*npix .. (k+1)*npix - 1``.
+    """
+    first = preps[0]
+    k = len(preps)
+    npix = first.det.fpixels * first.det.spixels
+    rots = np.stack([p.rot for p in preps])
+    maps = np.stack([p.phi_map for p in preps]).astype(np.int32, copy=False)
+    maps_first = np.stack([p.phi_map_first for p in preps]).astype(np.int32, copy=False)
+    if backend == "cuda":
+        from .kernels import cuda as kcuda
+        from .kernels.physics import make_kparams
+        from .kernels.variants import variant_of
+        precision = first.cfg.precision
+        variant = variant_of(params)
+        if precision == "single":
+            params = make_kparams(np.float32, **params._asdict())
+        key = (id(first.Fhkl), precision)
+        if key not in first.hkl_device:
+            first.hkl_device[key] = (first.Fhkl, kcuda.device_hkl(first.Fhkl, precision))
+        tables = kcuda.device_tables_many(first.sources, rots, maps, maps_first, first.hkl_device[key][1],
+                                          first.mask, precision)
+        out, oob = kcuda.render_many_cuda(params, tables, npix, k, precision, variant=variant)
+        xp = array_module(backend)
+        if xp is np:
+            return out.copy_to_host(), oob.copy_to_host(), np
+        return xp.asarray(out), xp.asarray(oob), xp
+    from .kernels.cpu import render_many as render_many_cpu
+    out, oob = allocate_outputs(npix * k)
+    render_many_cpu(params, first.sources, rots, maps, maps_first, first.Fhkl, first.mask, out, oob, k)
+    return out, oob, np

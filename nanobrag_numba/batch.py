@@ -59,6 +59,7 @@ CONVENIENCE_KEYS = ("misset_deg", "phi_deg")
 LABEL_KEYS = ("id", "name")
 ORIENTATION_METHODS = ("uniform", "c")
 DEFAULT_CHUNK = 4
+NOISE_GENERATORS = ("c", "counter")     # see nanobrag_numba/noise.py
 
 # Config fields a job may not change: the batch chooses the outputs, and the
 # reporting fields would only print into the workers' logs.
@@ -497,6 +498,13 @@ def build_parser() -> argparse.ArgumentParser:
                      help="detector noise of the noise images, as noisify: one quoted string of "
                           + " ".join(NOISE_MODEL_FLAGS) + " (e.g. '-readout_noise 3 -psf gauss'); "
                           "implies --noise; the same as giving them in the base flags")
+    out.add_argument("--noise-generator", choices=NOISE_GENERATORS, default="c",
+                     help="with --noise: c (default) = C's serial generator, the C program's noise image bit for "
+                          "bit, one image at a time on the CPU; counter = Philox4x32-10 keyed by (noise seed, "
+                          "pixel index) with Poisson deviates by inversion (mean < 10) or Hoermann's PTRS "
+                          "(mean >= 10): every pixel drawn independently, all images of a launch at once, on "
+                          "the GPU when rendering there; the same seed gives the same image on any device and "
+                          "any --images-per-launch, but not C's numbers (docs/differences.md)")
     out.add_argument("--quiet", action="store_true", help="no progress line (errors are still printed)")
     run = p.add_argument_group("where to render (default: in this process)")
     run.add_argument("--workers", type=int, metavar="N",
@@ -507,6 +515,13 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--scheduler", metavar="ADDRESS", help="send the jobs to this running Dask scheduler")
     run.add_argument("--chunk", type=int, default=DEFAULT_CHUNK, metavar="K",
                      help="jobs per Dask task (default %d)" % DEFAULT_CHUNK)
+    run.add_argument("--images-per-launch", type=int, metavar="K",
+                     help="render K consecutive jobs in one kernel launch (Simulator.render_many; jobs that "
+                          "differ in more than orientation, phi and fluence get launches of their own) and "
+                          "write the finished images in a background thread while the next launch runs. "
+                          "Default: 1 on the CPU (today's one-image path: every core already works on each "
+                          "image); on a GPU 2^22/pixels, at most %d (64 for 256x256, 4 for 1024x1024). The "
+                          "images are the same for every K" % MAX_DEFAULT_IMAGES)
     run.add_argument("--numba-threads", type=int, metavar="N",
                      help="Numba CPU threads per process (default: all cores in this process; "
                           "cores/workers with --workers)")
@@ -582,6 +597,11 @@ def parse_options(argv: List[str]):
         raise NanoBraggError("--workers must be at least 1")
     if opts.chunk < 1:
         raise NanoBraggError("--chunk must be at least 1")
+    if opts.images_per_launch is not None and opts.images_per_launch < 1:
+        raise NanoBraggError("--images-per-launch must be at least 1")
+    if opts.noise_generator != "c" and not opts.noise:
+        raise NanoBraggError("--noise-generator %s chooses the generator of --noise images; add --noise"
+                             % opts.noise_generator)
     if opts.numba_threads is not None and opts.numba_threads < 1:
         raise NanoBraggError("--numba-threads must be at least 1")
     return opts
@@ -689,6 +709,8 @@ def job_key(opts, job: Job) -> str:
     """Fingerprint of everything that decides a job's files (see :class:`Job`)."""
     doc = {"flags": list(opts.base), "overrides": _jsonable(job.overrides), "name": job.name,
            "format": opts.format, "noise": bool(opts.noise)}
+    if opts.noise and getattr(opts, "noise_generator", "c") != "c":
+        doc["noise_generator"] = opts.noise_generator       # (absent for C's generator: older keys stay valid)
     return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:20]
 
 
@@ -860,7 +882,8 @@ def render_job(ctx: dict, job: dict) -> dict:
     ----------
     ctx : dict
         The batch: ``config`` (base Config), ``device``, ``out`` (absolute
-        folder), ``format``, ``noise``, ``flags`` (the base words, recorded).
+        folder), ``format``, ``noise``, ``flags`` (the base words, recorded),
+        ``noise_generator`` (``c`` by default).
     job : dict
         ``index``, ``name``, ``id``, ``line``, ``key``, ``overrides``,
         ``noise_seed``, ``source``, ``extra`` (see :class:`Job`).
@@ -870,23 +893,76 @@ def render_job(ctx: dict, job: dict) -> dict:
     dict
         The manifest record (``ok`` true), or ``ok`` false with ``error``.
     """
-    from . import api
     t0 = time.perf_counter()
+    try:
+        sim = get_simulator(ctx["config"], ctx["device"])
+        res = sim.render(**job["overrides"])
+        noise = None
+        if ctx["noise"] and ctx.get("noise_generator", "c") == "counter":
+            noise = _counter_noise(ctx, [res], [job["noise_seed"]])[0]
+    except Exception as exc:  # one broken image must not stop the batch
+        return _error_record(job, exc)
+    t1 = time.perf_counter()
+    return write_job(ctx, job, res, noise, t1 - t0)
+
+
+def _error_record(job: dict, exc: BaseException) -> dict:
+    """The record of a job that failed (one line naming the problem)."""
+    rec = {"index": job["index"], "id": job["id"], "name": job["name"]}
+    if job.get("line") is not None:
+        rec["line"] = job["line"]
+    if isinstance(exc, NanoBraggError):
+        error = str(exc)
+    elif isinstance(exc, MemoryError):
+        error = "out of memory"
+    elif isinstance(exc, OSError):
+        error = "cannot write the image files: %s" % (exc.strerror or exc)
+    else:
+        from .api import describe_unexpected
+        error = describe_unexpected(exc)
+    rec.update(ok=False, error=error)
+    return rec
+
+
+def _counter_noise(ctx: dict, results: list, seeds: List[int]) -> list:
+    """The counter-based noise images of rendered results (one launch per shape, ROI and ADC offset)."""
+    from .noise import counter_noise_images
+    out: list = [None] * len(results)
+    groups: Dict[tuple, List[int]] = {}
+    for i, res in enumerate(results):
+        groups.setdefault((res.floatimage.shape, tuple(res.prep.det.roi), res.prep.cfg.adc_offset,
+                           res.image.backend), []).append(i)
+    for (_shape, roi, adc, backend), members in groups.items():
+        device = [results[i].image.device_image for i in members] if backend == "cuda" else None
+        noise = counter_noise_images([results[i].floatimage for i in members], [seeds[i] for i in members],
+                                     roi, adc, backend=backend, device_images=device)
+        for n, i in enumerate(members):
+            out[i] = noise[n]
+            results[i].image.device_image = None      # the GPU copy is not needed any more
+    return out
+
+
+def write_job(ctx: dict, job: dict, res, noise, render_s: float) -> dict:
+    """Write one rendered job's files; returns its manifest record (or an error record, with no file left).
+
+    ``noise`` is the job's noise image when it was drawn already (the
+    counter generator), else None (C's generator draws it here).
+    """
+    from . import api
+    t1 = time.perf_counter()
     rec = {"index": job["index"], "id": job["id"], "name": job["name"]}
     if job.get("line") is not None:
         rec["line"] = job["line"]
     written: List[str] = []
     try:
-        sim = get_simulator(ctx["config"], ctx["device"])
-        res = sim.render(**job["overrides"])
-        t1 = time.perf_counter()
         files = output_names(job["name"], ctx["format"], ctx["noise"])
         paths = {k: os.path.join(ctx["out"], v) for k, v in files.items()}
         fmt = ctx["format"]
         # everything that can fail on the job's values happens before the first file is written
         stats = res.stats
         smv = res.int_image(res.prep.cfg.intfile_scale) if fmt in ("smv", "cbf", "nxs") else None
-        noise = res.noise_image(job["noise_seed"]) if ctx["noise"] else None
+        if ctx["noise"] and noise is None:
+            noise = res.noise_image(job["noise_seed"])
         if fmt == "tiff":
             api.write_tiff(paths["image"], res)
         elif fmt == "float":
@@ -922,26 +998,18 @@ def render_job(ctx: dict, job: dict) -> dict:
                 os.unlink(p)
             except OSError:
                 pass
-        if isinstance(exc, NanoBraggError):
-            error = str(exc)
-        elif isinstance(exc, MemoryError):
-            error = "out of memory"
-        elif isinstance(exc, OSError):
-            error = "cannot write the image files: %s" % (exc.strerror or exc)
-        else:
-            from .api import describe_unexpected
-            error = describe_unexpected(exc)
-        rec.update(ok=False, error=error)
-        return rec
+        return _error_record(job, exc)
     rec.update(
         ok=True, key=job["key"], flags=list(ctx["flags"]), overrides=_jsonable(job["overrides"]),
         job=job["source"], files=files, bytes=sizes,
         format=fmt, max_I=stats.max_I, mean=stats.mean,
-        seconds=round(t2 - t0, 6), render_s=round(t1 - t0, 6), kernel_s=round(res.image.kernel_seconds, 6),
+        seconds=round(render_s + t2 - t1, 6), render_s=round(render_s, 6), kernel_s=round(res.image.kernel_seconds, 6),
         write_s=round(t2 - t1, 6), backend=res.image.backend, worker="%s:%d" % (socket.gethostname(), os.getpid()),
         finished=round(time.time(), 3))
     if ctx["noise"]:
         rec["noise_seed"] = job["noise_seed"]
+        if ctx.get("noise_generator", "c") != "c":
+            rec["noise_generator"] = ctx["noise_generator"]
     if job.get("extra"):
         rec.update(job["extra"])
     gpu = os.environ.get("CUDA_VISIBLE_DEVICES")
@@ -950,13 +1018,176 @@ def render_job(ctx: dict, job: dict) -> dict:
     return rec
 
 
+#: --images-per-launch by default on a GPU: launches of about this many pixels (at most MAX_DEFAULT_IMAGES)
+DEFAULT_LAUNCH_PIXELS = 2 ** 22
+MAX_DEFAULT_IMAGES = 64
+#: finished groups waiting for the writer thread (the renderer blocks beyond this)
+WRITE_QUEUE = 2
+
+
+def images_per_launch(ctx: dict, npix: int, backend: str) -> int:
+    """``--images-per-launch``, or its default: 1 on the CPU; on a GPU, images of about 4 Mpixel per launch.
+
+    On the CPU every core already works on every image (the kernel's
+    ``prange`` is over pixels), so the default keeps one image per launch
+    (today's path).  On a GPU a 256x256 image fills a few percent of the
+    threads; the default groups ``2^22 // pixels`` images (1 for 2048x2048
+    and larger, 4 for 1024x1024, 64 for 256x256 and smaller).
+    """
+    k = ctx.get("images_per_launch")
+    if k:
+        return int(k)
+    if backend != "cuda":
+        return 1
+    return max(1, min(MAX_DEFAULT_IMAGES, DEFAULT_LAUNCH_PIXELS // max(1, npix)))
+
+
+class _Writer:
+    """One background thread that writes finished images while the next launch renders.
+
+    ``put`` hands it a list of (job, result, noise, render seconds) or an
+    error record; it calls ``sink`` with each record, in order.  The queue
+    is bounded (``WRITE_QUEUE`` groups), so rendering never runs far ahead
+    of the disk.  An exception in the writer (e.g. the manifest cannot be
+    appended) stops the batch: it is raised again by the next ``put`` or by
+    ``close``.  When the rendering stops (Ctrl-C, SIGTERM, an error), the
+    images already rendered are still written (at most ``WRITE_QUEUE`` + 1
+    groups), so no finished work is lost.
+    """
+
+    def __init__(self, ctx: dict, sink: Callable[[dict], None]):
+        import queue
+        import threading
+        self.ctx, self.sink = ctx, sink
+        self.queue: "queue.Queue" = queue.Queue(maxsize=WRITE_QUEUE)
+        self.error: Optional[BaseException] = None
+        self.thread = threading.Thread(target=self._run, name="nanobrag-batch-writer", daemon=True)
+        self.thread.start()
+
+    def _run(self):
+        while True:
+            item = self.queue.get()
+            if item is None:
+                return
+            if self.error is not None:
+                continue
+            try:
+                for entry in item:
+                    if isinstance(entry, dict):
+                        self.sink(entry)
+                    else:
+                        job, res, noise, render_s = entry
+                        self.sink(write_job(self.ctx, job, res, noise, render_s))
+            except BaseException as exc:      # raised again in the rendering thread
+                self.error = exc
+
+    def put(self, item: list) -> None:
+        if self.error is not None:
+            raise self.error
+        self.queue.put(item)
+
+    def close(self, failing: bool = False) -> None:
+        """Wait for the queued images to be written; raise the writer's error (unless ``failing``: the
+        renderer's own exception is on its way)."""
+        self.queue.put(None)
+        self.thread.join()
+        if self.error is not None and not failing:
+            raise self.error
+
+
+def render_pipeline(ctx: dict, jobs: List[dict], sink: Callable[[dict], None]) -> None:
+    """Render jobs K at a time through ``render_many`` and write them in a background thread.
+
+    Consecutive jobs are taken ``images_per_launch`` at a time; each is
+    prepared on its own (a job that cannot be set up gets its error record,
+    as in :func:`render_job`), the prepared ones are rendered together
+    (``Simulator.render_prepared``: one launch per compatible group), their
+    counter-based noise images drawn in one launch, and the finished images
+    go to the writer thread while the next group renders.  The files and
+    records are those of :func:`render_job`.
+    """
+    from . import backends
+    if not jobs:
+        return
+    sim = get_simulator(ctx["config"], ctx["device"])
+    counter = ctx["noise"] and ctx.get("noise_generator", "c") == "counter"
+    writer = _Writer(ctx, sink)
+    k = ctx.get("images_per_launch") or None      # the default needs the image size: set by the first job
+    i = 0
+    try:
+        while i < len(jobs):
+            t0 = time.perf_counter()
+            group = jobs[i:i + (k or 1)]
+            i += len(group)
+            errors: List[dict] = []
+            ready = []
+            for job in group:
+                try:
+                    ready.append((job, sim.prepare(**job["overrides"])))
+                except Exception as exc:
+                    errors.append(_error_record(job, exc))
+            if k is None and ready:
+                prep = ready[0][1]
+                k = images_per_launch(ctx, prep.det.fpixels * prep.det.spixels,
+                                      backends.choose(prep.cfg.device))
+            entries: list = list(errors)
+            done = []
+            if ready:
+                try:
+                    results = sim.render_prepared([p for _, p in ready], keep_device=counter)
+                    done = list(zip([j for j, _ in ready], results))
+                except Exception:
+                    # one image spoils the launch: render each alone, so each job gets its own record
+                    for job, prep in ready:
+                        try:
+                            done.append((job, sim.render_prepared([prep])[0]))
+                        except Exception as exc:
+                            entries.append(_error_record(job, exc))
+            noises: list = [None] * len(done)
+            if counter and done:
+                try:
+                    noises = _counter_noise(ctx, [r for _, r in done], [j["noise_seed"] for j, _ in done])
+                except Exception as exc:
+                    entries.extend(_error_record(j, exc) for j, _ in done)
+                    done = []
+            render_s = (time.perf_counter() - t0) / max(1, len(group))
+            entries.extend((job, res, noise, render_s) for (job, res), noise in zip(done, noises))
+            writer.put(entries)
+    except BaseException:
+        writer.close(failing=True)
+        raise
+    writer.close()
+
+
 def render_chunk(ctx: dict, jobs: List[dict]) -> List[dict]:
-    """Render a list of jobs in this process (the Dask task); one record per job."""
+    """Render a list of jobs in this process (the Dask task); one record per job.
+
+    With ``images_per_launch`` other than 1 (explicitly, or by default on a
+    GPU) the jobs go through :func:`render_pipeline`.
+    """
     threads = ctx.get("numba_threads")
     if threads:
         import numba
         numba.set_num_threads(min(int(threads), numba.config.NUMBA_NUM_THREADS))
-    return [render_job(ctx, job) for job in jobs]
+    if _one_per_launch(ctx):
+        return [render_job(ctx, job) for job in jobs]
+    records: List[dict] = []
+    render_pipeline(ctx, jobs, records.append)
+    order = {job["index"]: n for n, job in enumerate(jobs)}
+    return sorted(records, key=lambda r: order[r["index"]])      # in job order, as one job after the other
+
+
+def _one_per_launch(ctx: dict) -> bool:
+    """True for today's path (one render and one write after the other): ``--images-per-launch 1``, or
+    its default on the CPU."""
+    k = ctx.get("images_per_launch")
+    if k is not None:
+        return int(k) == 1
+    from . import backends
+    try:
+        return backends.choose(ctx["device"]) != "cuda"
+    except NanoBraggError:
+        return True         # the render reports it, job by job
 
 
 def job_payload(job: Job) -> dict:
@@ -1038,8 +1269,11 @@ def run_in_process(ctx: dict, todo: List[Job], sink: Callable[[dict], None]) -> 
     if threads:
         import numba
         numba.set_num_threads(threads)
-    for job in todo:
-        sink(render_job(ctx, job_payload(job)))
+    if _one_per_launch(ctx):
+        for job in todo:
+            sink(render_job(ctx, job_payload(job)))
+        return
+    render_pipeline(ctx, [job_payload(j) for j in todo], sink)
 
 
 def _distributed():
@@ -1138,11 +1372,17 @@ def run(argv: List[str], stderr=None) -> int:
     stderr = stderr or sys.stderr
     opts = parse_options(argv)
     base = base_config(opts.base)
+    if opts.noise and opts.noise_generator == "counter" and (
+            base.readout_noise or base.flicker_noise or base.calibration_noise or base.psf):
+        raise NanoBraggError("--noise-generator counter draws Poisson noise only; the detector noise model "
+                             "(--noise-model, or -readout_noise/-flicker/-calibration/-psf in the base flags) "
+                             "needs --noise-generator c")
     for text in base.parse_notes:       # spellings read as C reads them, words C ignores
         print("%s: note: %s" % (PROG, text), file=stderr)
     jobs, label = build_jobs(opts, base)
     ctx = {"config": base, "device": base.device, "out": os.path.abspath(opts.out), "format": opts.format,
-           "noise": bool(opts.noise), "flags": list(opts.base), "numba_threads": opts.numba_threads}
+           "noise": bool(opts.noise), "flags": list(opts.base), "numba_threads": opts.numba_threads,
+           "images_per_launch": opts.images_per_launch, "noise_generator": opts.noise_generator}
     if opts.numba_threads and not (opts.workers or opts.scheduler):
         import numba
         if opts.numba_threads > numba.config.NUMBA_NUM_THREADS:
@@ -1215,7 +1455,8 @@ def _run_locked(opts, ctx: dict, jobs: List[Job], label, stderr) -> int:
                           "method": opts.orientations} if opts.random_orientations is not None else
                          {"phi_series_deg": list(opts.phi_series)}),
                 "count": len(jobs), "format": opts.format, "noise": bool(opts.noise), "mode": mode,
-                "chunk": opts.chunk, "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                "chunk": opts.chunk, "images_per_launch": opts.images_per_launch,
+                "noise_generator": opts.noise_generator, "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                 "version": _version()}
     atomic_write_bytes(os.path.join(out_dir, SETTINGS), [(json.dumps(settings, indent=1) + "\n").encode()])
 

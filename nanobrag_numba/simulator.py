@@ -614,6 +614,7 @@ class Image:
     kernel_seconds: float
     first_oob: Optional[Tuple[int, int]] = None   # (pixel index, evaluation) of C's interpolation switch-off
     raw: Optional[np.ndarray] = None               # float64 [6, npix] kernel output, when kept
+    device_image: object = field(default=None, repr=False)   # float32 [npix] on the GPU (render_many, cupy)
 
 
 def normalise(prep: Prepared, raw, xp=np):
@@ -666,6 +667,135 @@ def render(prep: Prepared, device: Optional[str] = None, progress: Optional[Call
     seconds = time.perf_counter() - t0
     return Image(floatimage=img, omega_sum=omega_sum, backend=backend, kernel_seconds=seconds,
                  first_oob=first, raw=raw if keep_raw else None)
+
+
+#: KParams fields the kernel reads only for the GAUSS and TOPHAT shapes (the reciprocal cell, which
+#: turns with the crystal): images of other shapes may differ in them and still share a launch
+_SHAPE_ONLY_FIELDS = ("astar_x", "astar_y", "astar_z", "bstar_x", "bstar_y", "bstar_z",
+                      "cstar_x", "cstar_y", "cstar_z")
+
+
+def launch_key(prep: Prepared, backend: str) -> tuple:
+    """What images must share to be rendered in one launch (:func:`render_many`).
+
+    Everything the kernel and the scaling read, except what is stacked per
+    image: the rotation table and phi maps (crystal orientation: misset,
+    ``-mat``/``matrix``, ``phi0``, mosaic seed) and the fluence (with it the
+    water photons ``I_bg``, which the kernel reads only with ``-c_quirks``).
+    So KParams (detector, beam, sampling, shape, options, ...) must be equal,
+    and so must the sources, the mask and the HKL table (the same table
+    object: a Simulator reads a file once).
+    """
+    from .kernels.physics import GAUSS, TOPHAT
+    p = prep.params
+    free = {}
+    if int(p.shape) not in (GAUSS, TOPHAT):
+        free.update({k: 0.0 for k in _SHAPE_ONLY_FIELDS})
+    if not p.quirks:
+        free["I_bg"] = 0.0
+    params = p._replace(**free) if free else p
+    return (backend, prep.cfg.precision, tuple(params), prep.I_bg != 0.0,
+            prep.sources.shape, prep.sources.tobytes(), id(prep.Fhkl), prep.mask.shape, prep.mask.tobytes(),
+            prep.rot.shape, prep.phi_map.shape, prep.steps, prep.det.shape)
+
+
+def launch_groups(preps: List[Prepared], backend: str) -> List[List[int]]:
+    """The indices of ``preps`` in groups that can share a launch, each in input order (first seen first)."""
+    groups = {}
+    for i, prep in enumerate(preps):
+        groups.setdefault(launch_key(prep, backend), []).append(i)
+    return list(groups.values())
+
+
+def normalise_many(preps: List[Prepared], raw, xp=np):
+    """:func:`normalise` of K images at once: ``raw`` is [6, K*npix], the result float32 [K, npix].
+
+    The per-image factors are columns, every product is taken in the order
+    of :func:`normalise` (so each row has its bits).  All images share
+    ``steps``, ``c_quirks`` and whether there is water (see :func:`launch_key`).
+    """
+    k = len(preps)
+    rows = raw.reshape(6, k, -1)
+    first = preps[0]
+    scale = xp.asarray(np.array([R_E_SQR * p.fluence for p in preps]).reshape(k, 1))
+    test = scale * rows[0] / first.steps
+    test = test * rows[1]
+    test = test * rows[2]
+    test = test * rows[3]
+    if first.I_bg != 0.0 and not first.cfg.c_quirks:
+        ibg = xp.asarray(np.array([p.I_bg for p in preps]).reshape(k, 1))
+        test = test + ibg * rows[4]
+    return test.astype(xp.float32)
+
+
+def render_many(preps: List[Prepared], device: Optional[str] = None, keep_device: bool = False):
+    """Render prepared images, one launch per group of compatible ones (:func:`launch_groups`).
+
+    Returns a list of :class:`Image` in the order of ``preps``; every
+    float image is the one :func:`render` gives (the same kernel per pixel,
+    the same scaling, bit for bit on the CPU).  ``kernel_seconds`` is the
+    group's time divided by its images.  A ``-c_quirks`` image whose
+    interpolation left the HKL table gets C's switch-off second pass as a
+    launch of its own, as :func:`render` does.
+
+    With ``keep_device`` (CUDA with cupy), each Image gets ``device_image``:
+    its float32 row of the group's image stack, still on the device.
+    """
+    from . import backends
+    preps = list(preps)
+    devices = {device or p.cfg.device for p in preps}
+    backend_of = {d: backends.choose(d) for d in devices}
+    images: List[Optional[Image]] = [None] * len(preps)
+    by_backend = {}
+    for i, p in enumerate(preps):
+        b = backend_of[device or p.cfg.device]
+        backends.check_precision(b, p.cfg.precision)
+        by_backend.setdefault(b, []).append(i)
+    for backend, members in by_backend.items():
+        for group in launch_groups([preps[i] for i in members], backend):
+            idx = [members[g] for g in group]
+            for i, img in zip(idx, _render_group([preps[i] for i in idx], backend, keep_device)):
+                images[i] = img
+    return images
+
+
+def _render_group(preps: List[Prepared], backend: str, keep_device: bool) -> List[Image]:
+    from . import backends
+    t0 = time.perf_counter()
+    k = len(preps)
+    npix = preps[0].det.fpixels * preps[0].det.spixels
+    raw, oob, xp = backends.run_kernel_many(backend, preps, preps[0].params)
+    stack = normalise_many(preps, raw, xp)
+    if xp is np:
+        host = stack
+        omega = [float(raw[5, i * npix:(i + 1) * npix].sum()) for i in range(k)]
+    else:
+        host = xp.asnumpy(stack)
+        omega = [float(x) for x in xp.asnumpy(raw[5].reshape(k, npix).sum(axis=1))]
+    seconds = (time.perf_counter() - t0) / k
+    out = []
+    for i, prep in enumerate(preps):
+        first = _first_oob(oob[i * npix:(i + 1) * npix], xp) if prep.interpolate else None
+        img = host[i].reshape(prep.det.spixels, prep.det.fpixels)
+        omega_sum = omega[i]
+        device_image = stack[i] if (keep_device and xp is not np) else None
+        if first is not None and prep.cfg.c_quirks:
+            # C's switch-off of interpolation at the first miss: the second pass of render(), for this image only
+            t1 = time.perf_counter()
+            params = prep.params._replace(interp_cut_pixel=first[0], interp_cut_eval=first[1])
+            raw1, _oob1, xp1 = backends.run_kernel(backend, prep, params, progress=None)
+            img1 = normalise(prep, raw1, xp1)
+            omega_sum = float(raw1[5].sum())
+            device_image = img1 if (keep_device and xp1 is not np) else None
+            if xp1 is not np:
+                img1 = xp1.asnumpy(img1)
+            img = img1.reshape(prep.det.spixels, prep.det.fpixels)
+            seconds_i = seconds + time.perf_counter() - t1
+        else:
+            seconds_i = seconds
+        out.append(Image(floatimage=img, omega_sum=omega_sum, backend=backend, kernel_seconds=seconds_i,
+                         first_oob=first, device_image=device_image))
+    return out
 
 
 def _first_oob(oob, xp):

@@ -28,7 +28,8 @@ def _prepare(name, hkl):
 
 
 def test_case_names_and_defaults():
-    assert list(cases.CASES) == ["B1", "B2", "B3", "B4", "G1"]
+    assert list(cases.CASES) == ["B1", "B2", "B3", "B4", "B5", "G1"]
+    assert cases.CASES["B5"].gpu and not cases.CASES["B5"].run_c and "B5" not in cases.DEFAULT_CUDA
     assert cases.DEFAULT_CPU == ["B1", "B2", "B3", "B4"]
     assert cases.CASES["G1"].gpu and not cases.CASES["G1"].run_c
     assert [n for n, c in cases.CASES.items() if c.cold_start] == ["B4"]
@@ -40,7 +41,8 @@ def test_case_names_and_defaults():
 
 def test_case_command_lines_parse():
     got = {n: config_from_flags(c.words("X.hkl")) for n, c in cases.CASES.items()}
-    b1, b2, b3, b4, g1 = (got[n] for n in ("B1", "B2", "B3", "B4", "G1"))
+    b1, b2, b3, b4, b5, g1 = (got[n] for n in ("B1", "B2", "B3", "B4", "B5", "G1"))
+    assert (b5.fpixels, b5.spixels, b5.Na, b5.mosaic_domains, b5.oversample) == (256, 256, 10, 5, 1)
     assert (b1.fpixels, b1.spixels, b1.Na, b1.mosaic_domains, b1.oversample) == (1024, 1024, 10, 10, 1)
     assert (b2.fpixels, b2.phisteps, b2.hdivsteps, b2.vdivsteps, b2.dispsteps, b2.mosaic_domains,
             b2.oversample) == (256, 10, 3, 3, 3, 5, 2)
