@@ -180,15 +180,20 @@ def background_cpu(p, sources, weights, stol_of, F_of, out):
 
     ``out`` is float64[7, npix] (the rows of ``ROWS``) or float64[2, npix]
     (I and omega_sum only: what an image needs).  Pixels outside the ROI get 0.
+    Each detector row is one work item: its first pixel finds the table row
+    by binary search, the next ones walk from their neighbour's row as C
+    does (the same row, found in one or two steps).
     """
-    npix = p.fpixels * p.spixels
-    for idx in prange(npix):
-        spixel = idx // p.fpixels
-        fpixel = idx - spixel * p.fpixels
-        if not in_roi(p, spixel, fpixel):
-            clear(out, idx)
-            continue
-        store(out, idx, background_pixel(p, spixel, fpixel, sources, weights, stol_of, F_of, -1))
+    for spixel in prange(p.spixels):
+        nearest = -1
+        for fpixel in range(p.fpixels):
+            idx = spixel * p.fpixels + fpixel
+            if not in_roi(p, spixel, fpixel):
+                clear(out, idx)
+                continue
+            res = background_pixel(p, spixel, fpixel, sources, weights, stol_of, F_of, nearest)
+            nearest = res[3]
+            store(out, idx, res)
 
 
 @njit(cache=True)

@@ -781,20 +781,23 @@ def stol_rows(setup: Setup, rows, img_in: np.ndarray, keep: np.ndarray, quirks: 
 
 def image_stats(img, keep, n_override=None):
     """max, mean, rms and rmsd as nonBragg.c computes them (rmsd over the ROI pixels' right neighbours)."""
-    vals = img[keep].astype(np.float64)
-    total = float(vals.sum())
-    sumsqr = float((vals * vals).sum())
-    max_I = float(vals.max()) if vals.size and vals.max() > 0.0 else 0.0
+    whole = bool(keep.all())
+    vals = img.ravel() if whole else img[keep]
+    total = float(vals.sum(dtype=np.float64))
+    sumsqr = float(np.dot(vals.astype(np.float64), vals.astype(np.float64)))
+    top = float(vals.max()) if vals.size else 0.0
+    max_I = top if top > 0.0 else 0.0
     n = vals.size if n_override is None else n_override
     n = n if n > 0 else 1
     avg = total / n
     n = n if n > 1 else 2
     rms = math.sqrt(sumsqr / (n - 1))
-    flat = np.concatenate([img.ravel().astype(np.float64), [0.0]])
-    idx = np.flatnonzero(keep.ravel()) + 1          # C reads floatimage[j+1] here
-    d = flat[idx] - avg
-    m = idx.size if idx.size > 1 else 2
-    rmsd = math.sqrt(float((d * d).sum()) / (m - 1))
+    right = np.empty(img.size, dtype=np.float64)       # C reads floatimage[j+1] here
+    right[:-1] = img.ravel()[1:]
+    right[-1] = 0.0
+    d = (right if whole else right[keep.ravel()]) - avg
+    m = d.size if d.size > 1 else 2
+    rmsd = math.sqrt(float(np.dot(d, d)) / (m - 1))
     return max_I, avg, rms, rmsd
 
 
