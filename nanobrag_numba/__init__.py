@@ -13,7 +13,7 @@ __version__ = "0.1.0"
 
 _API = ("config_from_flags", "simulate", "Simulator", "Result", "write_float", "write_tiff", "write_smv",
         "write_cbf", "write_nxs", "write_pgm", "noise_image")
-__all__ = ["Config", "NanoBraggError", "__version__"] + list(_API)
+__all__ = ["Config", "NanoBraggError", "background", "__version__"] + list(_API)
 
 
 def __getattr__(name):
@@ -23,6 +23,9 @@ def __getattr__(name):
     if name == "NanoBraggError":
         from .errors import NanoBraggError
         return NanoBraggError
+    if name == "background":
+        from .amorphous import background
+        return background
     if name in _API:
         from . import api
         return getattr(api, name)

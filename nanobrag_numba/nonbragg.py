@@ -9,7 +9,7 @@ with ``-img`` the F-vs-stol table ``output.stol`` of that image.
 The detector is placed by the main simulator's code
 (:func:`nanobrag_numba.geometry._orient`), the sources by
 :func:`nanobrag_numba.sources.build_sources`, the pixels by the background
-kernel (``kernels/background.py``, shared with :func:`nanobrag_numba.background.background`)
+kernel (``kernels/background.py``, shared with :func:`nanobrag_numba.amorphous.background`)
 and the noise image by the same bit-exact ran1/poidev port as nanoBragg's
 (:class:`nanobrag_numba.crand.CRandom`).
 
@@ -197,7 +197,7 @@ def _stol(mult_flag):
     def apply(cfg, vals, ctx):
         cfg.stolfile = vals[0]
         cfg.stol_flag = mult_flag
-        from .background import STOL_MULT
+        from .amorphous import STOL_MULT
         cfg.stol_mult = STOL_MULT[mult_flag]
     return apply
 
@@ -607,7 +607,7 @@ def _sampling(cfg: NonBraggConfig, log, notes):
 
 def prepare(cfg: NonBraggConfig, log=print, table=None) -> Setup:
     """Set up one run as nonBragg.c does (printing its lines through ``log``)."""
-    from .background import molecule_count, read_stol
+    from .amorphous import molecule_count, read_stol
     from .sources import build_sources
     notes = []
     if not cfg.c_quirks:
@@ -737,7 +737,7 @@ def stol_rows(setup: Setup, rows, img_in: np.ndarray, keep: np.ndarray, quirks: 
     Returns ``(lines, n_last)``: the text lines and the pixel count of the last
     bin (which C's statistics use in place of the image's pixel count).
     """
-    from .background import R_E_SQR
+    from .amorphous import R_E_SQR
     from .kernels.background import bin_stats
     cfg, table = setup.cfg, setup.table
     n = table.nstols
@@ -819,7 +819,7 @@ def _inputs(cfg: NonBraggConfig):
 
 def run(cfg: NonBraggConfig, log=print) -> int:
     """Everything ``nanobrag-numba nonbragg FLAGS`` does after parsing; returns the exit status."""
-    from .background import bg_params, photons, render_rows
+    from .amorphous import bg_params, photons, render_rows
     from .crand import CRandom
     from .io.atomic import check_free_space, check_outputs, output_transaction, remove_stale_temporaries
     from .io.images import format_pgm_header

@@ -22,7 +22,7 @@ import pytest
 
 import golden
 from nanobrag_numba import nonbragg as NB
-from nanobrag_numba.background import background, read_stol, stol_table
+from nanobrag_numba.amorphous import background, read_stol, stol_table
 from nanobrag_numba.errors import NanoBraggError
 
 CORRECTED = {"odet_vector_ignored", "pix0_vector_ignored", "curved_det_needs_arg", "nopgm_ignored",
@@ -319,7 +319,7 @@ def test_background_on_a_nanobragg_detector():
 
 
 def test_serial_walk_equals_parallel_search():
-    from nanobrag_numba import background as B
+    from nanobrag_numba import amorphous as B
     from nanobrag_numba.kernels import background as KB
     setup = NB.prepare(NB.parse_args(BG_FLAGS.split() + ["-oversample", "2", "-divergence", "1", "-divsteps", "3"],
                                      need_stol=False), log=lambda s: None, table=stol_table(_water_rows()))

@@ -6,7 +6,7 @@ sub-pixel and source, F at ``stol = sin(theta)/lambda`` from the table,
 ``I * r_e^2 * fluence * molecules / (sources * oversample^2)`` with
 ``molecules = thickness * width * height * density * N_A / MW`` (width and
 height clipped to the beam).  The ``nonbragg`` command
-(:mod:`nanobrag_numba.nonbragg`) and the Python function :func:`background`
+(:mod:`nanobrag_numba.nonbragg`) and the Python function :func:`background` (``nb.background``)
 both call :func:`render_rows`.
 
     import nanobrag_numba as nb
