@@ -384,3 +384,28 @@ def test_api_bad_input():
         background(BG_FLAGS, _water_rows(), stol_units="-X")
     with pytest.raises(NanoBraggError):
         background(BG_FLAGS + " -distance x", _water_rows())
+
+
+# ---------------------------------------------------------------- CUDA (numba's simulator)
+
+CUDA_FLAGS = ("-detpixels_x 7 -detpixels_y 5 -pixel 4 -distance 60 -lambda 1 -fluence 1e20 -oversample 2 "
+              "-divergence 2 -divsteps 2 -polar 0.8 -roi 1 6 0 3 -curved_det").split()
+
+
+def test_cuda_simulator_matches_cpu(tmp_path):
+    """The CUDA kernel (one thread per pixel, binary search) equals the CPU kernel (row walk)."""
+    from nanobrag_numba import amorphous as A
+    out = str(tmp_path / "sim.npz")
+    np.save(out + ".table.npy", _water_rows())
+    env = dict(os.environ, NUMBA_ENABLE_CUDASIM="1", NUMBA_DISABLE_JIT="1")
+    p = subprocess.run([sys.executable, os.path.join(HERE, "cuda_background_worker.py"), out] + CUDA_FLAGS,
+                       env=env, capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, p.stderr[-2000:]
+    sim = np.load(out)["rows"]
+    setup = NB.prepare(NB.parse_args(CUDA_FLAGS, need_stol=False), log=lambda s: None,
+                       table=stol_table(_water_rows()))
+    t = setup.table
+    params = A.bg_params(setup.det, 2, False, True, False, 0.8, setup.sources.shape[0], t.nstols)
+    cpu = A.render_rows(params, setup.sources, setup.weights, t, full=True)
+    assert cpu[0].max() > 0 and (cpu[0] == 0).sum() == 35 - 24       # ROI: 6 x 4 pixels
+    np.testing.assert_allclose(sim, cpu, rtol=1e-12, atol=0)
