@@ -543,6 +543,14 @@ _f("-precision", P_, "double (default, C parity) or single (GPU speed)", kind="s
    apply=_lower("precision"), metavar="P", doc="precision = P (lower case)")
 _f("-trace_pixel", P_, "print every factor of pixel SLOW FAST as TRACE_PY lines", nargs=2, c_flag=False,
    apply=_pixel_pair("trace_pixel", False), metavar="N", doc="trace_pixel = (SLOW, FAST)")
+_f("-background", P_, "add an amorphous background (nonBragg's physics) from a table of sin(theta)/lambda "
+   "(1/A) and F", kind="str", fields=("background_stol",), c_flag=False, metavar="FILE")
+_f("-background_thick", P_, "thickness of the -background layer along the beam (mm, default 0.1)",
+   fields=("background_thick",), conv="/1000", c_flag=False, metavar="MM")
+_f("-background_density", P_, "density of the -background material (g/cm^3, default 1)",
+   fields=("background_density",), conv="*1e6", c_flag=False, metavar="G/CM3")
+_f("-background_MW", P_, "molecular weight of the -background material (g/mol, default 18)",
+   fields=("background_MW",), c_flag=False, metavar="G/MOL")
 
 BY_NAME: Dict[str, Flag] = {f.name: f for f in TABLE}
 # every documented spelling -> its canonical flag

@@ -409,3 +409,33 @@ def test_cuda_simulator_matches_cpu(tmp_path):
     cpu = A.render_rows(params, setup.sources, setup.weights, t, full=True)
     assert cpu[0].max() > 0 and (cpu[0] == 0).sum() == 35 - 24       # ROI: 6 x 4 pixels
     np.testing.assert_allclose(sim, cpu, rtol=1e-12, atol=0)
+
+
+# ---------------------------------------------------------------- the main command's -background
+
+MAIN = ("-default_F 1 -cell 50 50 50 90 90 90 -N 2 -detpixels 12 -pixel 2 -distance 60 -oversample 1 -fluence 1e20 "
+        "-noprogress -seed 1 -nonoise")
+
+
+def test_main_command_background_adds_nb_background(tmp_path):
+    import nanobrag_numba as nb
+    table = tmp_path / "w.stol"
+    np.savetxt(table, _water_rows())
+    base = nb.simulate(nb.config_from_flags(MAIN)).floatimage
+    cfg = nb.config_from_flags(MAIN + " -background %s -background_thick 0.2 -background_density 1.1 "
+                                      "-background_MW 20" % table)
+    both = nb.simulate(cfg).floatimage
+    bg = nb.background(cfg, str(table), thickness_mm=0.2, density=1.1, MW=20.0)
+    assert bg.min() > 0
+    np.testing.assert_allclose(both.astype(np.float64) - base, bg, rtol=1e-5, atol=1e-6 * bg.max())
+
+
+def test_main_command_background_bad_input(tmp_path, monkeypatch, capsys):
+    from nanobrag_numba import cli
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(MAIN.split() + ["-background", "missing.stol"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "missing.stol" in err[0]
+    assert cli.main(MAIN.split() + ["-background", "x.stol", "-background_MW", "0"]) == 2
+    assert "-background_MW" in capsys.readouterr().err
+    assert os.listdir(tmp_path) == []
