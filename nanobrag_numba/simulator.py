@@ -308,7 +308,7 @@ def prepare(cfg: Config, log: Callable[[str], None] = print, crand=None, hkl_cac
     if cfg.background_stol is not None:
         from .amorphous import read_stol
         log("reading %s" % cfg.background_stol)
-        bg_table = read_stol(cfg.background_stol)
+        bg_table = _cached(hkl_cache, ("stol", cfg.background_stol), lambda: read_stol(cfg.background_stol))
     if cfg.stolfile is not None:
         from .io.textcols import read_numeric_columns
         log("reading %s" % cfg.stolfile)

@@ -439,3 +439,22 @@ def test_main_command_background_bad_input(tmp_path, monkeypatch, capsys):
     assert cli.main(MAIN.split() + ["-background", "x.stol", "-background_MW", "0"]) == 2
     assert "-background_MW" in capsys.readouterr().err
     assert os.listdir(tmp_path) == []
+
+
+def test_batch_background(tmp_path):
+    import glob
+    import nanobrag_numba as nb
+    from nanobrag_numba import batch
+    table = tmp_path / "w.stol"
+    np.savetxt(table, _water_rows())
+    out0, out1 = str(tmp_path / "plain"), str(tmp_path / "bg")
+    for out, extra in ((out0, []), (out1, ["--background", str(table)])):
+        assert batch.main(["--phi-series", "0", "1", "2", "--format", "float", "--quiet", "--out", out] + extra
+                          + ["--"] + MAIN.split() + ["-background_thick", "0.3"]) == 0
+    bg = nb.background(nb.config_from_flags(MAIN), str(table), thickness_mm=0.3)
+    files = sorted(glob.glob(os.path.join(out0, "*.bin")) + glob.glob(os.path.join(out0, "*.float")))
+    assert len(files) == 2
+    for f in files:
+        a = np.fromfile(f, dtype=np.float32).reshape(bg.shape)
+        b = np.fromfile(f.replace(out0, out1), dtype=np.float32).reshape(bg.shape)
+        np.testing.assert_allclose(b.astype(np.float64) - a, bg, rtol=1e-5, atol=1e-6 * bg.max())
