@@ -23,6 +23,7 @@ be added to a Bragg image of the same geometry.
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 from typing import Optional
 
@@ -95,15 +96,26 @@ def stol_table(rows, mult: float = 1e10, source: str = "table") -> StolTable:
     return StolTable(stol_of, F_of, n, increasing, float(mult), source)
 
 
+_NUM = rb"[-+]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][-+]?[0-9]+)?"
+#: a file of plain "number number" lines, each ending in a newline: read in one numpy call
+_PLAIN = re.compile(rb"(?:[ \t]*" + _NUM + rb"[ \t]+" + _NUM + rb"[ \t]*\n)+")
+
+
 def read_stol(path, mult: float = 1e10) -> StolTable:
     """Read a stol file (two columns: sin(theta)/lambda in 1/A and F) as nonBragg reads it.
 
     Lines are read like C's ``read_text_file`` (fields separated by
     ``" \\t,;:!"``, blank lines skipped); unlike C, a field that is not a
-    number is an error naming the line.
+    number is an error naming the line.  A file made only of plain
+    ``number number`` lines (the usual case) is converted in one step.
     """
+    from .io import read_input
     from .io.textcols import read_numeric_columns
-    data, _lines = read_numeric_columns(path, 2, "-stol file")
+    shown, raw = read_input(path, "-stol file")
+    if _PLAIN.fullmatch(raw):
+        data = np.array(raw.split(), dtype=np.float64).reshape(-1, 2)
+    else:
+        data, _lines = read_numeric_columns(path, 2, "-stol file")
     return stol_table(data, mult, source=str(path))
 
 
