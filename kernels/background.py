@@ -175,16 +175,17 @@ def clear(out, idx):
 
 
 @njit(parallel=True, cache=True)
-def background_cpu(p, sources, weights, stol_of, F_of, out):
+def background_cpu(p, sources, weights, stol_of, F_of, out, row0, row1):
     """Every pixel on all CPU cores (the table must increase strictly).
 
     ``out`` is float64[7, npix] (the rows of ``ROWS``) or float64[2, npix]
     (I and omega_sum only: what an image needs).  Pixels outside the ROI get 0.
     Each detector row is one work item: its first pixel finds the table row
     by binary search, the next ones walk from their neighbour's row as C
-    does (the same row, found in one or two steps).
+    does (the same row, found in one or two steps).  Only detector rows
+    ``row0 <= spixel < row1`` are computed (the progress meter's chunks).
     """
-    for spixel in prange(p.spixels):
+    for spixel in prange(row0, row1):
         nearest = -1
         for fpixel in range(p.fpixels):
             idx = spixel * p.fpixels + fpixel

@@ -165,13 +165,16 @@ def bg_params(det, oversample, point_pixel, curved, nopolar, kahn, nsources, nst
         polar_x=polar[0], polar_y=polar[1], polar_z=polar[2])
 
 
-def render_rows(params, sources, weights, table: StolTable, full: bool = False, device: str = "cpu"):
+def render_rows(params, sources, weights, table: StolTable, full: bool = False, device: str = "cpu",
+                progress=None):
     """Run the background kernel; returns float64 rows [7 or 2, npix] (see ``kernels.background.ROWS``).
 
     ``full=False`` keeps only the intensity and the solid-angle sum (an
     image); ``full=True`` also C's last F, stol, table row, polar and omega of
     every pixel (for ``-Fmap`` and ``-img``).  ``device="cuda"`` runs the
-    CUDA kernel (``kernels/cuda_background.py``).
+    CUDA kernel (``kernels/cuda_background.py``).  ``progress`` (CPU, an
+    increasing table) is called with the percentage done after each of 20
+    chunks of detector rows.
     """
     npix = params.fpixels * params.spixels
     nrows = 7 if full else 2
@@ -186,7 +189,15 @@ def render_rows(params, sources, weights, table: StolTable, full: bool = False, 
         raise NanoBraggError("out of memory for a %d x %d background image" % (params.fpixels, params.spixels))
     from .kernels import background as kb
     if table.increasing:
-        kb.background_cpu(params, sources, weights, table.stol_of, table.F_of, out)
+        if progress is None:
+            kb.background_cpu(params, sources, weights, table.stol_of, table.F_of, out, 0, params.spixels)
+        else:
+            chunks = 20
+            for n in range(chunks):
+                r0 = params.spixels * n // chunks
+                r1 = params.spixels * (n + 1) // chunks
+                kb.background_cpu(params, sources, weights, table.stol_of, table.F_of, out, r0, r1)
+                progress(5 * (n + 1))
     else:
         kb.background_serial(params, sources, weights, table.stol_of, table.F_of, out)
     return out

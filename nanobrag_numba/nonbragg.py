@@ -801,6 +801,36 @@ def image_stats(img, keep, n_override=None):
     return max_I, avg, rms, rmsd
 
 
+def _printout(setup: Setup, rows, img):
+    """``-printout`` / ``-printout_pixel F S``: C's lines for every rendered pixel (or that one).
+
+    As C: stol of the pixel's last evaluation (1/m) and the on-axis value
+    ``sin(2theta/2)/lambda`` (1/A) of its last sub-pixel, then the summed
+    intensity, its share per step, polar, omega and the pixel's photons.  Where
+    C prints an uninitialised ``F`` and the last source's weight as ``I`` we
+    print the pixel's last F and its summed intensity.
+    """
+    cfg, det = setup.cfg, setup.det
+    ovs = setup.oversample
+    sub = det.pixel_size / ovs
+    want = cfg.printout_pixel
+    keep = roi_mask(det).ravel()
+    for idx in np.flatnonzero(keep):
+        s, f = divmod(int(idx), det.fpixels)
+        if want is not None and want[0] >= 0 and (f, s) != tuple(want):
+            continue
+        Fd = sub * (f * ovs + ovs - 1) + sub / 2.0
+        Sd = sub * (s * ovs + ovs - 1) + sub / 2.0
+        pos = [Fd * det.fdet[k] + Sd * det.sdet[k] + det.pix0[k] for k in range(3)]
+        twotheta = math.atan2(math.sqrt(pos[1] * pos[1] + pos[2] * pos[2]), pos[0])
+        print("%4d %4d : stol = %g or %g" % (f, s, rows[2, idx], math.sin(twotheta / 2.0) / (cfg.lambda0 * 1e10)))
+        print(" F=%g    I = %g" % (rows[1, idx], rows[0, idx]))
+        print("I/steps %15.10g" % (rows[0, idx] / setup.steps))
+        print("polar   %15.10g" % rows[4, idx])
+        print("omega   %15.10g" % rows[5, idx])
+        print("pixel   %15.10g" % img.ravel()[idx])
+
+
 def _outputs(cfg: NonBraggConfig):
     outs = [("-floatfile", cfg.floatfile), ("-intfile", cfg.intfile)]
     if not cfg.nopgm or cfg.c_quirks:
@@ -855,13 +885,19 @@ def run(cfg: NonBraggConfig, log=print) -> int:
     from .kernels import _cache
     _cache.announce_compile(entry_points=[("background", "background_cpu" if setup.table.increasing
                                            else "background_serial")])
-    rows = render_rows(params, setup.sources, setup.weights, setup.table, full=full, device=device)
+    progress = None
+    if cfg.progress and not cfg.printout:
+        progress = lambda pct: (print("%d%% done" % pct), sys.stdout.flush())  # noqa: E731
+    rows = render_rows(params, setup.sources, setup.weights, setup.table, full=full or cfg.printout,
+                       device=device, progress=progress)
     keep = roi_mask(det)
     if cfg.Fmap:
         img = rows[1].astype(np.float32)
     else:
         img = photons(rows[0], setup.fluence, setup.molecules, setup.steps)
     img = np.where(keep.ravel(), img, np.float32(0.0)).reshape(det.spixels, det.fpixels)
+    if cfg.printout:
+        _printout(setup, rows, img)
     omega_sum = float(rows[-1].sum())
     log("")
     log("solid angle subtended by detector = %g steradian ( %g%% sphere)" % (omega_sum, 100 * omega_sum / 4 / math.pi))

@@ -327,7 +327,7 @@ def test_serial_walk_equals_parallel_search():
     p = B.bg_params(setup.det, 2, False, False, False, 0.0, setup.sources.shape[0], t.nstols)
     a = np.empty((7, 81))
     b = np.empty((7, 81))
-    KB.background_cpu(p, setup.sources, setup.weights, t.stol_of, t.F_of, a)
+    KB.background_cpu(p, setup.sources, setup.weights, t.stol_of, t.F_of, a, 0, 9)
     KB.background_serial(p, setup.sources, setup.weights, t.stol_of, t.F_of, b)
     assert np.array_equal(a, b)
 
@@ -458,3 +458,16 @@ def test_batch_background(tmp_path):
         a = np.fromfile(f, dtype=np.float32).reshape(bg.shape)
         b = np.fromfile(f.replace(out0, out1), dtype=np.float32).reshape(bg.shape)
         np.testing.assert_allclose(b.astype(np.float64) - a, bg, rtol=1e-5, atol=1e-6 * bg.max())
+
+
+def test_printout_pixel_and_progress(suite, tmp_path, monkeypatch, capsys):
+    args = [a for a in WATER if a != "-noprogress"]
+    assert _run(tmp_path, monkeypatch, args) == 0
+    out = capsys.readouterr().out
+    assert "5% done" in out and "100% done" in out
+    assert _run(tmp_path, monkeypatch, WATER + ["-printout_pixel", "3", "2"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    head = [ln for ln in lines if " : stol = " in ln]
+    assert len(head) == 1 and head[0].split()[:2] == ["3", "2"]
+    pixel = float(next(ln for ln in lines if ln.startswith("pixel ")).split()[1])
+    assert pixel == pytest.approx(float(_float(tmp_path / "floatimage.bin").reshape(16, 16)[2, 3]), rel=1e-6)
