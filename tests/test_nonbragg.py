@@ -471,3 +471,17 @@ def test_printout_pixel_and_progress(suite, tmp_path, monkeypatch, capsys):
     assert len(head) == 1 and head[0].split()[:2] == ["3", "2"]
     pixel = float(next(ln for ln in lines if ln.startswith("pixel ")).split()[1])
     assert pixel == pytest.approx(float(_float(tmp_path / "floatimage.bin").reshape(16, 16)[2, 3]), rel=1e-6)
+
+
+def test_console_script_and_help(capsys):
+    import configparser
+    import pathlib
+    from nanobrag_numba import cli
+    cfg = configparser.ConfigParser()
+    cfg.read(pathlib.Path(__file__).resolve().parents[1] / "setup.cfg")
+    assert "nonBragg = nanobrag_numba.nonbragg:console_main" in cfg["options.entry_points"]["console_scripts"]
+    assert cli.main(["nonbragg", "-h"]) == 0
+    text = capsys.readouterr().out
+    assert "-stol FILE" in text and "-c_quirks" in text
+    assert cli.main(["-h"]) == 0
+    assert "nonbragg" in capsys.readouterr().out
