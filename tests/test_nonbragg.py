@@ -353,6 +353,7 @@ BAD = {
     "overwrite_input": (["-stol", "inputs/water.stol", "-floatfile", "inputs/water.stol"], "overwrite"),
     "missing_img": (["-stol", "inputs/water.stol", "-img", "none.img"], "none.img"),
     "img_size": (["-stol", "inputs/air.stol", "-img", "inputs/water64.img", "-detpixels", "32"], "-img"),
+    "missing_folder": (["-stol", "inputs/water.stol", "-detpixels", "8", "-pgmfile", "nodir/x.pgm"], "nodir"),
 }
 
 
