@@ -253,7 +253,9 @@ def background(config_or_flags, stol, *, thickness_mm: Optional[float] = None, d
         Photons/m^2; default the config's (``-fluence``, or ``-flux``,
         ``-exposure``, ``-beamsize``).
     oversample : int, optional
-        Sub-pixels per pixel edge (default the config's, else 1).
+        Sub-pixels per pixel edge (default the config's ``-oversample``, else
+        1; the main command's ``-background`` uses the image's own, possibly
+        automatic, oversampling).
     stol_units : {"-stol", "-4stol", "-Q"}
         How the first column is given: stol, 4 stol or Q = 4 pi stol (1/A).
     device : {"cpu", "cuda"}

@@ -486,3 +486,21 @@ def test_console_script_and_help(capsys):
     assert "-stol FILE" in text and "-c_quirks" in text
     assert cli.main(["-h"]) == 0
     assert "nonbragg" in capsys.readouterr().out
+
+
+def test_binary_search_finds_cs_walk_row():
+    """For a strictly increasing table, the row C's walk reaches from ANY start is the binary search's."""
+    from hypothesis import given, settings, strategies as st
+    from nanobrag_numba.kernels.background import table_row, walk_row
+
+    @settings(max_examples=60, deadline=None)
+    @given(st.lists(st.floats(0.0, 1.0), min_size=1, max_size=30, unique=True),
+           st.floats(0.0, 1.2), st.integers(0, 40))
+    def check(stols, x, start):
+        t = stol_table(np.column_stack([sorted(stols), np.ones(len(stols))]), mult=1.0)
+        start = min(start, t.nstols - 3)
+        row = table_row(t.stol_of, t.nstols, x)
+        assert row == walk_row(t.stol_of, t.nstols, x, start)
+        assert t.stol_of[row] <= x < t.stol_of[row + 1]
+
+    check()
