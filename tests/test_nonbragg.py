@@ -22,7 +22,7 @@ import pytest
 
 import golden
 from nanobrag_numba import nonbragg as NB
-from nanobrag_numba.amorphous import background, read_stol, stol_table
+from nanobrag_numba.amorphous import background, stol_table
 from nanobrag_numba.errors import NanoBraggError
 
 CORRECTED = {"odet_vector_ignored", "pix0_vector_ignored", "curved_det_needs_arg", "nopgm_ignored",
