@@ -15,7 +15,7 @@ __version__ = "0.1.0"
 _API = ("config_from_flags", "simulate", "Simulator", "Result", "write_float", "write_tiff", "write_smv",
         "write_cbf", "write_nxs", "write_pgm", "noise_image")
 _NOISE = ("noisify", "NoisifyResult")
-__all__ = ["Config", "NanoBraggError", "__version__"] + list(_API) + list(_NOISE)
+__all__ = ["Config", "NanoBraggError", "background", "__version__"] + list(_API) + list(_NOISE)
 
 
 def __getattr__(name):
@@ -28,6 +28,9 @@ def __getattr__(name):
     if name in _NOISE:
         from . import noise_models
         return getattr(noise_models, name)
+    if name == "background":
+        from .amorphous import background
+        return background
     if name in _API:
         from . import api
         return getattr(api, name)

@@ -100,7 +100,7 @@ def _is_number(word: str) -> bool:
 
 # Config fields that name input files: made absolute so that workers in
 # other folders find them.
-PATH_FIELDS = ("hklfile", "matfile", "stolfile", "sourcefile", "imgfile", "maskfile")
+PATH_FIELDS = ("hklfile", "matfile", "stolfile", "sourcefile", "imgfile", "maskfile", "background_stol")
 
 _FIELDS = tuple(f.name for f in dataclasses.fields(Config))
 
@@ -505,6 +505,10 @@ def build_parser() -> argparse.ArgumentParser:
                           "(mean >= 10): every pixel drawn independently, all images of a launch at once, on "
                           "the GPU when rendering there; the same seed gives the same image on any device and "
                           "any --images-per-launch, but not C's numbers (docs/differences.md)")
+    out.add_argument("--background", metavar="FILE.stol",
+                     help="add to every image the amorphous background (nonBragg's physics) of this table of "
+                          "sin(theta)/lambda (1/A) and F; the same as -background in the base flags, where "
+                          "-background_thick/-background_density/-background_MW set the layer")
     out.add_argument("--quiet", action="store_true", help="no progress line (errors are still printed)")
     run = p.add_argument_group("where to render (default: in this process)")
     run.add_argument("--workers", type=int, metavar="N",
@@ -1377,6 +1381,10 @@ def run(argv: List[str], stderr=None) -> int:
         raise NanoBraggError("--noise-generator counter draws Poisson noise only; the detector noise model "
                              "(--noise-model, or -readout_noise/-flicker/-calibration/-psf in the base flags) "
                              "needs --noise-generator c")
+    if opts.background is not None:
+        if not os.path.isfile(opts.background):
+            raise NanoBraggError("cannot open %s: no such file (--background)" % opts.background)
+        base = base.replace(background_stol=os.path.abspath(opts.background))
     for text in base.parse_notes:       # spellings read as C reads them, words C ignores
         print("%s: note: %s" % (PROG, text), file=stderr)
     jobs, label = build_jobs(opts, base)

@@ -66,6 +66,9 @@ def main(argv=None):
     if argv and argv[0] == "batch":
         from .batch import main as batch_main
         return batch_main(argv[1:])
+    if argv and argv[0] == "nonbragg":
+        from .nonbragg import main as nonbragg_main
+        return nonbragg_main(argv[1:])
     if any(w in HELP_WORDS for w in argv):
         sys.stdout.write(help_text())
         return 0

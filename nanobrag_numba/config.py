@@ -37,6 +37,8 @@ FINITE_FIELDS = (
     ("hdivstep", "-hdivstep", 1e3), ("vdivstep", "-vdivstep", 1e3),
     ("flux", "-flux", 1.0), ("exposure", "-exposure", 1.0), ("beamsize", "-beamsize", 1e3),
     ("polarization", "-polar", 1.0), ("dmin", "-dmin", 1e10), ("water_size", "-water", 1e6),
+    ("background_thick", "-background_thick", 1e3), ("background_density", "-background_density", 1e-6),
+    ("background_MW", "-background_MW", 1.0),
     ("phi0", "-phi", RTD), ("osc", "-osc", RTD), ("phistep", "-phistep", RTD),
     ("mosaic_spread", "-mosaic", RTD),
     ("distance", "-distance", 1e3), ("close_distance", "-close_distance", 1e3),
@@ -133,6 +135,11 @@ class Config:
     nopolar: bool = False
     dmin: float = 0.0                      # m
     water_size: float = 0.0                # m
+    # amorphous background from a stol-vs-F table (this port: -background, nonBragg's physics)
+    background_stol: Optional[str] = None  # the table: sin(theta)/lambda (1/A) and F per line
+    background_thick: float = 1e-4         # m, along the beam (width and height: 0.1 mm clipped to the beam)
+    background_density: float = 1.0e6      # g/m^3
+    background_MW: float = 18.0            # g/mol
 
     # --- sample motion -----------------------------------------------------
     phi0: float = 0.0
@@ -288,6 +295,8 @@ class Config:
             raise NanoBraggError("unknown precision %r (use double or single)" % self.precision)
         if self.fluence < 0 or not math.isfinite(self.fluence):
             raise NanoBraggError("fluence must be a finite positive number, got %g" % self.fluence)
+        if self.background_MW == 0.0:
+            raise NanoBraggError("-background_MW 0: the molecular weight must not be zero (g/mol)")
         if self.mosaic_domains > 100000:
             raise NanoBraggError("-mosaic_domains %d is unreasonably large" % self.mosaic_domains)
         self._validate_finite(NanoBraggError)

@@ -557,6 +557,14 @@ _f("-precision", P_, "double (default, C parity) or single (GPU speed)", kind="s
    apply=_lower("precision"), metavar="P", doc="precision = P (lower case)")
 _f("-trace_pixel", P_, "print every factor of pixel SLOW FAST as TRACE_PY lines", nargs=2, c_flag=False,
    apply=_pixel_pair("trace_pixel", False), metavar="N", doc="trace_pixel = (SLOW, FAST)")
+_f("-background", P_, "add an amorphous background (nonBragg's physics) from a table of sin(theta)/lambda "
+   "(1/A) and F", kind="str", fields=("background_stol",), c_flag=False, metavar="FILE")
+_f("-background_thick", P_, "thickness of the -background layer along the beam (mm, default 0.1)",
+   fields=("background_thick",), conv="/1000", c_flag=False, metavar="MM")
+_f("-background_density", P_, "density of the -background material (g/cm^3, default 1)",
+   fields=("background_density",), conv="*1e6", c_flag=False, metavar="G/CM3")
+_f("-background_MW", P_, "molecular weight of the -background material (g/mol, default 18)",
+   fields=("background_MW",), c_flag=False, metavar="G/MOL")
 
 BY_NAME: Dict[str, Flag] = {f.name: f for f in TABLE}
 # every documented spelling -> its canonical flag
@@ -571,10 +579,14 @@ NOOP = {f.name for f in TABLE if f.group == N_}
 COLLISIONS = {("-twotheta_axis", "-twotheta"): "twotheta_axis_substring",
               ("-misset_seed", "-misset"): "misset_seed_substring"}
 
+_TABLE, _COLLISIONS, _ALIASES = TABLE, COLLISIONS, ALIASES
+
 SUBCOMMANDS = (("example", "render a built-in example (writes example.hkl, then C's four files; 'example -h')"),
                ("noisify", "detector noise on a float image, as the C program noisify ('noisify -h', docs/suite.md)"),
                ("batch", "render many images from one base command line ('batch -h', docs/batch.md)"),
-               ("compare", "compare our images with another program's or files ('compare -h')"))
+               ("compare", "compare our images with another program's or files ('compare -h')"),
+               ("nonbragg", "nonBragg.c's amorphous background (water, air, ice) from a -stol table, same flags "
+                            "and files ('nonbragg -h'; also installed as nonBragg)"))
 
 
 # ------------------------------------------------------------------ the parser
@@ -604,17 +616,22 @@ def c_matches(word: str) -> List[str]:
     return out
 
 
-def _hint(word):
-    close = difflib.get_close_matches(word, list(ALIASES), n=1)
+def _hint(word, aliases=None):
+    close = difflib.get_close_matches(word, list(ALIASES if aliases is None else aliases), n=1)
     return "did you mean %s?" % close[0] if close else ""
 
 
-def scan(argv: List[str], quirks: bool):
+def scan(argv: List[str], quirks: bool, table=None, collisions=None, aliases=None):
     """C's argument loop over ``argv`` (without the program name).
 
     Returns ``(events, notes, quirk_hits)``: the flags to apply in order, the
     parser notes (strings, without ``note:``) and the collision names that fired.
+    ``table``, ``collisions`` and ``aliases`` default to nanoBragg's; the
+    nonBragg command (``nonbragg.py``) passes its own flag table.
     """
+    TABLE = _TABLE if table is None else table                  # noqa: N806
+    COLLISIONS = _COLLISIONS if collisions is None else collisions  # noqa: N806
+    ALIASES = _ALIASES if aliases is None else aliases          # noqa: N806
     argv = list(argv)
     argc = len(argv)
     events: List[Event] = []
@@ -693,7 +710,7 @@ def scan(argv: List[str], quirks: bool):
             else:
                 _note(notes, i, "%s read as %s (C matches flag names by substring)" % (w, " and ".join(shown)))
         elif not matched and i not in used:
-            hint = "; " + _hint(word) if _hint(word) else ""
+            hint = "; " + _hint(word, ALIASES) if _hint(word, ALIASES) else ""
             if i + 1 < argc and not argv[i + 1].startswith("-") and i + 1 not in used:
                 folded.add(i + 1)     # its would-be value: one note for both
                 _note(notes, i, "unknown flag %s %s has no effect (C ignores the flag and skips %r%s)"

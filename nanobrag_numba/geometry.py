@@ -217,9 +217,15 @@ def _origin(F, S, D, fdet, sdet, direction):
 
 def _orient(cfg, log, notes, conv, pivot, fpixels, spixels, detsize_f, detsize_s, ps,
             beam, fdet, sdet, odet, polar, spindle, vert, tt_axis,
-            Xbeam, Ybeam, Fbeam, Sbeam, Xclose, Yclose, Fclose, Sclose, roi):
-    """Rotate the detector and place pix0 (the second half of C's set-up)."""
-    log("%s convention selected." % conv.lower())
+            Xbeam, Ybeam, Fbeam, Sbeam, Xclose, Yclose, Fclose, Sclose, roi, close_abs=True, announce=True):
+    """Rotate the detector and place pix0 (the second half of C's set-up).
+
+    nonBragg.c (``nonbragg.py``) shares this code with ``close_abs=False``
+    (it takes the near-point distance as ``ratio*distance`` without
+    ``fabs``) and ``announce=False`` (it has no conventions to report).
+    """
+    if announce:
+        log("%s convention selected." % conv.lower())
     rx, ry, rz, tt = cfg.detector_rotx, cfg.detector_roty, cfg.detector_rotz, cfg.detector_twotheta
     ratio = V.dot(beam, V.rotate_xyz(odet, rx, ry, rz))
     if ratio == 0.0:
@@ -227,7 +233,7 @@ def _orient(cfg, log, notes, conv, pivot, fpixels, spixels, detsize_f, detsize_s
     distance = cfg.distance
     close_distance = cfg.close_distance
     if close_distance is None or math.isnan(close_distance):
-        close_distance = abs(ratio * distance)
+        close_distance = abs(ratio * distance) if close_abs else ratio * distance
     if close_distance == 0.0:
         what = ("-close_distance 0" if cfg.close_distance is not None and not math.isnan(cfg.close_distance)
                 else "-distance %g" % (cfg.distance * 1e3))
@@ -271,7 +277,8 @@ def _orient(cfg, log, notes, conv, pivot, fpixels, spixels, detsize_f, detsize_s
     dials_origin = (1000.0 * V.dot(pix0, (0.0, 0.0, 1.0)),
                     1000.0 * V.dot(pix0, (0.0, 1.0, 0.0)),
                     1000.0 * V.dot(pix0, (-1.0, 0.0, 0.0)))
-    log("XDS incident beam: %g %g %g" % (V.dot(beam, fdet), V.dot(beam, sdet), V.dot(beam, odet)))
+    if announce:
+        log("XDS incident beam: %g %g %g" % (V.dot(beam, fdet), V.dot(beam, sdet), V.dot(beam, odet)))
     return Detector(convention=conv, pivot=pivot, fpixels=fpixels, spixels=spixels, pixel_size=ps,
                     detsize_f=detsize_f, detsize_s=detsize_s, fdet=fdet, sdet=sdet, odet=odet,
                     pix0=pix0, beam=beam, polar=polar, spindle=spindle, vert=vert,

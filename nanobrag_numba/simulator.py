@@ -198,6 +198,7 @@ class Prepared:
     device_tables: dict = field(default_factory=dict)   # GPU copies of this image's tables, per precision
     hkl_device: dict = field(default_factory=dict)      # GPU copies of HKL tables, shared by a Simulator
     fdump: object = None    # the HKLTable still to write to cfg.dumpfile (with the images), or None
+    bg_table: object = None  # the -background stol table (amorphous.StolTable), or None
 
 
 def _seed_now():
@@ -303,6 +304,11 @@ def prepare(cfg: Config, log: Callable[[str], None] = print, crand=None, hkl_cac
     table, dump_pending = _load_structure_factors(cfg, log, hkl_cache, write_dump)
     if table is None or table.hkls == 0:
         interpolate = False
+    bg_table = None
+    if cfg.background_stol is not None:
+        from .amorphous import read_stol
+        log("reading %s" % cfg.background_stol)
+        bg_table = _cached(hkl_cache, ("stol", cfg.background_stol), lambda: read_stol(cfg.background_stol))
     if cfg.stolfile is not None:
         from .io.textcols import read_numeric_columns
         log("reading %s" % cfg.stolfile)
@@ -386,7 +392,8 @@ def prepare(cfg: Config, log: Callable[[str], None] = print, crand=None, hkl_cac
                     phi_map_first=phi_map_first, phis=phis, Fhkl=Fhkl, hkl_bounds=bounds, hkls=hkls,
                     mask=mask if mask is not None else np.zeros(1, dtype=np.uint16), params=params,
                     crand=crand, notes=notes, interpolate=interpolate,
-                    hkl_device=hkl_device if hkl_device is not None else {}, fdump=dump_pending)
+                    hkl_device=hkl_device if hkl_device is not None else {}, fdump=dump_pending,
+                    bg_table=bg_table)
     if cfg.c_quirks and sampling.phisteps > 1:
         from .kernels.cpu import first_phi_loop_pixel
         first = first_phi_loop_pixel(params, sources, prep.mask)
@@ -664,6 +671,8 @@ def render(prep: Prepared, device: Optional[str] = None, progress: Optional[Call
         img = xp.asnumpy(img)
         raw = xp.asnumpy(raw) if keep_raw else None
     img = img.reshape(prep.det.spixels, prep.det.fpixels)
+    if prep.bg_table is not None:
+        img = (img.astype(np.float64) + amorphous_background(prep, backend)).astype(np.float32)
     seconds = time.perf_counter() - t0
     return Image(floatimage=img, omega_sum=omega_sum, backend=backend, kernel_seconds=seconds,
                  first_oob=first, raw=raw if keep_raw else None)
@@ -793,9 +802,36 @@ def _render_group(preps: List[Prepared], backend: str, keep_device: bool) -> Lis
             seconds_i = seconds + time.perf_counter() - t1
         else:
             seconds_i = seconds
+        if prep.bg_table is not None:
+            # -background: the amorphous layer's photons, as render() adds them (per image: fluence may differ)
+            img = (img.astype(np.float64) + amorphous_background(prep, backend)).astype(np.float32)
+            if device_image is not None:
+                device_image = xp.asarray(img.reshape(-1))
         out.append(Image(floatimage=img, omega_sum=omega_sum, backend=backend, kernel_seconds=seconds_i,
                          first_oob=first, device_image=device_image))
     return out
+
+
+def amorphous_background(prep: Prepared, backend: str = "cpu") -> np.ndarray:
+    """The ``-background`` photons of every pixel (float64, slow x fast), nonBragg's physics on this detector.
+
+    The layer is ``-background_thick`` along the beam and 0.1 mm wide and
+    high, clipped to the beam size (nonBragg's sample), of ``-background_density``
+    and ``-background_MW``; every source counts once, as in nanoBragg.  Pixels
+    outside the ROI or the mask get none.
+    """
+    from .amorphous import bg_params, molecule_count, render_rows, R_E_SQR
+    cfg, det, table = prep.cfg, prep.det, prep.bg_table
+    side = min(1e-4, cfg.beamsize) if cfg.beamsize >= 0 else 1e-4
+    molecules = molecule_count(cfg.background_thick, side, side, cfg.background_density, cfg.background_MW)
+    nsources = prep.sources.shape[0]
+    params = bg_params(det, prep.oversample, cfg.point_pixel, cfg.curved_detector, cfg.nopolar,
+                       cfg.polarization, nsources, table.nstols)
+    rows = render_rows(params, prep.sources, np.ones(nsources), table, full=False, device=backend)
+    bg = rows[0] * R_E_SQR * prep.fluence * molecules / (nsources * prep.oversample * prep.oversample)
+    if prep.params.use_mask:
+        bg = np.where(prep.mask != 0, bg, 0.0)
+    return bg.reshape(det.spixels, det.fpixels)
 
 
 def _first_oob(oob, xp):
@@ -995,7 +1031,7 @@ _OUTPUT_FLAGS = (("-floatfile", "floatfile"), ("-intfile", "intfile"), ("-pgmfil
                  ("-noisefile", "noisefile"), ("-cbffile", "cbffile"), ("-cbfnoisefile", "cbfnoisefile"),
                  ("-nxsfile", "nxsfile"))
 _INPUT_FLAGS = (("-hkl", "hklfile"), ("-mat", "matfile"), ("-mask", "maskfile"), ("-img", "imgfile"),
-                ("-sourcefile", "sourcefile"), ("-stol", "stolfile"))
+                ("-sourcefile", "sourcefile"), ("-stol", "stolfile"), ("-background", "background_stol"))
 
 
 def _output_files(cfg: Config, dumpfile: Optional[str]):

@@ -30,7 +30,7 @@ def _div(a, b):
 
 
 def build_sources(sourcefile, beam, polar, vert, lambda0, div, disp, round_div: bool,
-                  log: Callable[[str], None]):
+                  log: Callable[[str], None], source_distance: float = SOURCE_DISTANCE):
     """Unit source directions and wavelengths, printing C's lines.
 
     Parameters
@@ -45,6 +45,9 @@ def build_sources(sourcefile, beam, polar, vert, lambda0, div, disp, round_div: 
         sampling logic (radians).
     disp : tuple
         ``(dispersion, dispstep, dispsteps)`` (fractions).
+    source_distance : float
+        Distance of the sources from the sample (m): 10 in nanoBragg,
+        ``-source_distance`` in nonBragg.  Only the directions are used.
 
     Returns
     -------
@@ -62,11 +65,11 @@ def build_sources(sourcefile, beam, polar, vert, lambda0, div, disp, round_div: 
         data, linenos = read_numeric_columns(sourcefile, 5, "source file")
         for (X, Y, Z, I, lam), lineno in zip(data, linenos):
             if math.isnan(X):
-                X = -SOURCE_DISTANCE * beam[0]
+                X = -source_distance * beam[0]
             if math.isnan(Y):
-                Y = -SOURCE_DISTANCE * beam[1]
+                Y = -source_distance * beam[1]
             if math.isnan(Z):
-                Z = -SOURCE_DISTANCE * beam[2]
+                Z = -source_distance * beam[2]
             if math.isnan(I):
                 I = 1.0
             if math.isnan(lam):
@@ -102,7 +105,7 @@ def build_sources(sourcefile, beam, polar, vert, lambda0, div, disp, round_div: 
         if n == 0:
             raise NanoBraggError("the divergence settings leave no source direction")
         weight = 1.0 / n
-        start = (-SOURCE_DISTANCE * beam[0], -SOURCE_DISTANCE * beam[1], -SOURCE_DISTANCE * beam[2])
+        start = (-source_distance * beam[0], -source_distance * beam[1], -source_distance * beam[2])
         for hdiv, vdiv in directions:
             vec = V.rotate_axis(V.rotate_axis(start, polar, vdiv), vert, hdiv)
             for lam in lambdas:

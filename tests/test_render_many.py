@@ -144,6 +144,18 @@ def test_water_with_per_image_fluence(hkl):
         _same(a, b)
 
 
+def test_amorphous_background_is_added_as_render_adds_it(hkl, tmp_path):
+    stol = tmp_path / "water.stol"
+    stol.write_text("0 2.57\n0.2 1.9\n0.4 1.2\n0.8 0.6\n")
+    sim = nb.Simulator(_flags(hkl, COMMON + " -background %s -background_thick 0.2" % stol))
+    overrides = [{"fluence": 1e23}, {"fluence": 5e23, "misset": (0.3, 0.1, 0.0)}]
+    plain = nb.Simulator(_flags(hkl, COMMON)).render(fluence=1e23)
+    singles, many = [sim.render(**o) for o in overrides], sim.render_many(overrides)
+    assert (singles[0].floatimage > plain.floatimage).all()      # the layer adds photons everywhere
+    for a, b in zip(singles, many):
+        _same(a, b)
+
+
 @pytest.mark.parametrize("arg, text", [
     ([], "render_many needs at least one image: the list of settings is empty"),
     ({"misset": (0, 0, 0)}, "render_many takes a list of dicts of settings (one per image), got dict"),
