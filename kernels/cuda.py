@@ -18,12 +18,15 @@ each (``rot[K, nrot, domains, 9]``); sources, HKL table and mask are shared.
 :func:`noise_images_cuda` draws the counter-based Poisson noise
 (``noise_counter.py``) of a stack of images on the device.
 """
+import hashlib
 import os
+import types
 
 import numpy as np
 from numba import cuda
 
 from . import noise_counter as _nc
+from ._cache import SOURCES_HASH
 from .physics import TRACE_FIELDS
 from .variants import GENERIC, physics as variant_physics, variant_of
 
@@ -31,59 +34,83 @@ from .variants import GENERIC, physics as variant_physics, variant_of
 THREADS_PER_BLOCK = int(os.environ.get("NANOBRAGG_CUDA_TPB", "128"))
 
 
-def _make_kernel(phys):
-    render_pixel = phys.render_pixel_inline
-    pixel_is_rendered = phys.pixel_is_rendered
-    store_result = phys.store_result
-    clear_result = phys.clear_result
+# The kernels' bodies are written once, below, as plain functions whose physics functions
+# (render_pixel, pixel_is_rendered, store_result, clear_result) are free names; each variant gets
+# a copy of the function with those names bound to its own physics (``_bind``), named for its
+# variant, precision and the kernels' sources, so that numba-cuda caches every variant on disk
+# under its own name, like the CPU kernels (no closure: the cache key of a closure would pickle
+# the physics dispatchers, which differ from process to process).
 
-    @cuda.jit
-    def render_kernel(p, sources, rot, phi_map, phi_map_first, Fhkl, mask, out, out_oob, trace, first, last):
-        idx = first + cuda.grid(1)
-        if idx >= last:
-            return
-        spixel = idx // p.fpixels
-        fpixel = idx - spixel * p.fpixels
-        if not pixel_is_rendered(p, mask, spixel, fpixel):
-            clear_result(out, out_oob, idx)
-            return
-        store_result(out, out_oob, idx,
-                     render_pixel(p, spixel, fpixel, sources, rot, phi_map, phi_map_first, Fhkl, trace))
-
-    return render_kernel
+def _render_kernel(p, sources, rot, phi_map, phi_map_first, Fhkl, mask, out, out_oob, trace, first, last):
+    idx = first + cuda.grid(1)
+    if idx >= last:
+        return
+    spixel = idx // p.fpixels
+    fpixel = idx - spixel * p.fpixels
+    if not pixel_is_rendered(p, mask, spixel, fpixel):  # noqa: F821 (bound per variant)
+        clear_result(out, out_oob, idx)  # noqa: F821
+        return
+    store_result(out, out_oob, idx,  # noqa: F821
+                 render_pixel(p, spixel, fpixel, sources, rot, phi_map, phi_map_first, Fhkl, trace))  # noqa: F821
 
 
-def _make_many_kernel(phys):
-    render_pixel = phys.render_pixel_inline
-    pixel_is_rendered = phys.pixel_is_rendered
-    store_result = phys.store_result
-    clear_result = phys.clear_result
-
-    @cuda.jit
-    def render_many_kernel(p, sources, rot, phi_map, phi_map_first, Fhkl, mask, out, out_oob, trace, nimages):
-        j = cuda.grid(1)
-        npix = p.fpixels * p.spixels
-        if j >= nimages * npix:
-            return
-        k = j // npix
-        idx = j - k * npix
-        spixel = idx // p.fpixels
-        fpixel = idx - spixel * p.fpixels
-        if not pixel_is_rendered(p, mask, spixel, fpixel):
-            clear_result(out, out_oob, j)
-            return
-        store_result(out, out_oob, j,
-                     render_pixel(p, spixel, fpixel, sources, rot[k], phi_map[k], phi_map_first[k], Fhkl, trace))
-
-    return render_many_kernel
+def _render_many_kernel(p, sources, rot, phi_map, phi_map_first, Fhkl, mask, out, out_oob, trace, nimages):
+    j = cuda.grid(1)
+    npix = p.fpixels * p.spixels
+    if j >= nimages * npix:
+        return
+    k = j // npix
+    idx = j - k * npix
+    spixel = idx // p.fpixels
+    fpixel = idx - spixel * p.fpixels
+    if not pixel_is_rendered(p, mask, spixel, fpixel):  # noqa: F821 (bound per variant)
+        clear_result(out, out_oob, j)  # noqa: F821
+        return
+    store_result(out, out_oob, j,  # noqa: F821
+                 render_pixel(p, spixel, fpixel, sources, rot[k], phi_map[k], phi_map_first[k], Fhkl,  # noqa: F821
+                              trace))
 
 
-#: kernels built in this process, by (precision, variant); not cached on disk (numba-cuda compiles
-#: a variant at its first launch in a process)
+def cache_tag(kind, precision, variant):
+    """The name suffix of a kernel in the on-disk cache: kind, precision, variant and the kernels' sources."""
+    key = repr((kind, precision, tuple(int(x) for x in variant))).encode() + SOURCES_HASH
+    return "%s_%s" % (precision, hashlib.sha256(key).hexdigest()[:16])
+
+
+def _bind(template, phys, tag):
+    """``template`` with its physics names bound to ``phys`` and its qualified name made unique for the cache."""
+    glob = dict(template.__globals__)
+    glob.update(render_pixel=phys.render_pixel_inline, pixel_is_rendered=phys.pixel_is_rendered,
+                store_result=phys.store_result, clear_result=phys.clear_result)
+    fn = types.FunctionType(template.__code__, glob, template.__name__.lstrip("_"))
+    fn.__qualname__ = "%s_%s" % (fn.__name__, tag)
+    return fn
+
+
+def _jit(fn):
+    """``cuda.jit`` with the on-disk cache, or without it where no cache directory is writable."""
+    try:
+        return cuda.jit(cache=True)(fn)
+    except RuntimeError as exc:          # numba-cuda: "cannot cache function ...: no locator available"
+        if "cannot cache" not in str(exc):
+            raise
+        return cuda.jit(fn)
+
+
+#: kernels built in this process, by (kind, precision, variant); numba-cuda keeps each one's
+#: compiled code on disk (beside this file, or the user cache) under its :func:`cache_tag`
 _KERNELS = {}
 
 #: the variant of the latest launch (for tests and logs)
 last_variant = None
+
+
+def _built(kind, template, precision, variant):
+    key = (kind, precision, tuple(int(x) for x in variant))
+    if key not in _KERNELS:
+        phys = variant_physics(variant, single=(precision == "single"))
+        _KERNELS[key] = _jit(_bind(template, phys, cache_tag(kind, precision, variant)))
+    return _KERNELS[key]
 
 
 def kernel(precision="double", variant=GENERIC):
@@ -92,18 +119,12 @@ def kernel(precision="double", variant=GENERIC):
     ``variant`` is a :class:`~.variants.Variant` (``variants.variant_of(params)``
     picks the one of a run); ``GENERIC`` decides every option at run time.
     """
-    key = (precision, variant)
-    if key not in _KERNELS:
-        _KERNELS[key] = _make_kernel(variant_physics(variant, single=(precision == "single")))
-    return _KERNELS[key]
+    return _built("one", _render_kernel, precision, variant)
 
 
 def many_kernel(precision="double", variant=GENERIC):
     """The many-images kernel of a precision and variant (:func:`render_many_cuda`), built once."""
-    key = ("many", precision, variant)
-    if key not in _KERNELS:
-        _KERNELS[key] = _make_many_kernel(variant_physics(variant, single=(precision == "single")))
-    return _KERNELS[key]
+    return _built("many", _render_many_kernel, precision, variant)
 
 
 def device_hkl(Fhkl, precision="double"):
@@ -183,22 +204,21 @@ def render_many_cuda(params, tables, npix, nimages, precision="double", threads_
     return out, oob
 
 
-_NOISE_KERNEL = []
+def _noise_kernel_body(images, keys, out, npix, fpixels, roi_xmin, roi_xmax, roi_ymin, roi_ymax, adc_offset):
+    j = cuda.grid(1)
+    if j >= images.shape[0] * npix:
+        return
+    _nc.noise_pixel(images, keys, out, j, npix, fpixels, roi_xmin, roi_xmax, roi_ymin, roi_ymax, adc_offset)
 
 
 def _noise_kernel():
-    if not _NOISE_KERNEL:
-        noise_pixel = _nc.noise_pixel
-
-        @cuda.jit
-        def noise_kernel(images, keys, out, npix, fpixels, roi_xmin, roi_xmax, roi_ymin, roi_ymax, adc_offset):
-            j = cuda.grid(1)
-            if j >= images.shape[0] * npix:
-                return
-            noise_pixel(images, keys, out, j, npix, fpixels, roi_xmin, roi_xmax, roi_ymin, roi_ymax, adc_offset)
-
-        _NOISE_KERNEL.append(noise_kernel)
-    return _NOISE_KERNEL[0]
+    """The counter-based noise kernel, built once (cached on disk under the kernels' source hash)."""
+    key = ("noise",)
+    if key not in _KERNELS:
+        fn = types.FunctionType(_noise_kernel_body.__code__, _noise_kernel_body.__globals__, "noise_kernel")
+        fn.__qualname__ = "noise_kernel_%s" % hashlib.sha256(SOURCES_HASH).hexdigest()[:16]
+        _KERNELS[key] = _jit(fn)
+    return _KERNELS[key]
 
 
 def noise_images_cuda(images, keys, fpixels, roi, adc_offset, threads_per_block=None):

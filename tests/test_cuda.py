@@ -110,6 +110,44 @@ def gpu_skip_reason():
     return toolkit_skip_reason()
 
 
+def _cache_index(disp):
+    return os.path.basename(disp._cache._cache_file._index_path)
+
+
+def test_every_cuda_variant_has_its_own_on_disk_cache_entry():
+    """Each (kind, precision, variant) kernel is cached on disk under its own name, the same in every process."""
+    from nanobrag_numba.kernels import cuda as kcuda
+    from nanobrag_numba.kernels import variants as V
+    round_ = V.COMMON._replace(shape=1)
+    kernels = [kcuda.kernel("double", V.COMMON), kcuda.kernel("single", V.COMMON), kcuda.kernel("double", round_),
+               kcuda.kernel("double", V.GENERIC), kcuda.many_kernel("double", V.COMMON), kcuda._noise_kernel()]
+    names = [_cache_index(k) for k in kernels]
+    assert len(set(names)) == len(names)
+    assert all(type(k._cache).__name__ == "CUDACache" for k in kernels)      # caching is on
+    # no closure: the cache key is the bytecode, the name carries the variant and the sources' hash
+    assert all(k.py_func.__closure__ is None for k in kernels)
+    assert kcuda.kernel("double", V.COMMON) is kernels[0]
+    code = ("import os; from nanobrag_numba.kernels import cuda as k, variants as V; "
+            "print(os.path.basename(k.kernel('double', V.COMMON)._cache._cache_file._index_path))")
+    other = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert other.returncode == 0, other.stderr[-2000:]
+    assert other.stdout.strip() == names[0]
+
+
+def test_cuda_kernel_without_a_writable_cache_compiles_in_memory(monkeypatch):
+    from numba import cuda
+    from nanobrag_numba.kernels import cuda as kcuda
+    real = cuda.jit
+
+    def jit(*args, **kwargs):
+        if kwargs.get("cache"):
+            raise RuntimeError("cannot cache function 'x': no locator available for file 'y'")
+        return real(*args, **kwargs)
+    monkeypatch.setattr(cuda, "jit", jit)
+    disp = kcuda._jit(kcuda._bind(kcuda._render_kernel, kcuda.variant_physics(kcuda.GENERIC), "t"))
+    assert type(disp._cache).__name__ == "NullCache"
+
+
 def test_missing_cuda_wheels_skip_with_the_gpu_extra(monkeypatch):
     import cuda.pathfinder
 
