@@ -5,6 +5,7 @@ geometry against dxtbx (DIALS' image library, Debian's ``dials`` package for
 /usr/bin/python3), which must import the detector, beam and goniometer that
 the simulator used: beam centre within 0.01 px, distance within 1 um.
 """
+import functools
 import json
 import os
 import shutil
@@ -172,6 +173,7 @@ for path in sys.argv[1:]:
     d, b, g, s = expt.detector, expt.beam, expt.goniometer, expt.scan
     p = d[0]
     s0 = b.get_s0()
+    nf, ns = p.get_image_size()
     out[path] = dict(
         format=expt.imageset.get_format_class().__name__,
         origin=list(p.get_origin()), fast=list(p.get_fast_axis()), slow=list(p.get_slow_axis()),
@@ -180,18 +182,24 @@ for path in sys.argv[1:]:
         direction=list(b.get_sample_to_source_direction()), wavelength=b.get_wavelength(),
         axis=list(g.get_rotation_axis()) if g else None,
         oscillation=list(s.get_oscillation()) if s else None,
-        pixel_sum=int(sum(expt.imageset.get_raw_data(0)[0])))
+        pixel_sum=int(sum(expt.imageset.get_raw_data(0)[0])),
+        # sample -> centre of a few pixels (mm): checked against the simulator's own pixel positions
+        pixels={"%d,%d" % (f, t): list(p.get_pixel_lab_coord((f + 0.5, t + 0.5)))
+                for f, t in ((0, 0), (nf - 1, 0), (0, ns - 1), (nf // 2, ns // 3))})
 print(json.dumps(out))
 """
 
 
+@functools.lru_cache(maxsize=None)
 def _dxtbx_available():
+    """Whether /usr/bin/python3 imports dxtbx (asked once: a start of dxtbx takes seconds)."""
     if not os.path.exists(SYSTEM_PYTHON):
         return False
     p = subprocess.run([SYSTEM_PYTHON, "-c", "import dxtbx.model.experiment_list"], capture_output=True)
     return p.returncode == 0
 
 
+ROTATIONS = ["-detector_rotx", "3", "-detector_roty", "-4", "-detector_rotz", "5", "-Xbeam", "1.3", "-Ybeam", "0.9"]
 CASES = {
     "mosflm": ["-mosflm"],
     "xds": ["-xds"],
@@ -201,58 +209,88 @@ CASES = {
     "twotheta": ["-twotheta", "20"],
     "custom": ["-fdet_vector", "0", "0.1", "1", "-sdet_vector", "0", "-1", "0.1", "-odet_vector", "1", "0", "0",
                "-beam_vector", "1", "0", "0.02", "-spindle_axis", "0", "0.1", "1", "-Xbeam", "1.1", "-Ybeam", "1.4"],
-    "rotations": ["-detector_rotx", "3", "-detector_roty", "-4", "-detector_rotz", "5", "-Xbeam", "1.3",
-                  "-Ybeam", "0.9"],
+    "rotations": ROTATIONS,
+    "twotheta_rotations": ROTATIONS + ["-twotheta", "20"],
+    "xds_twotheta": ["-xds", "-twotheta", "15", "-detector_rotz", "-3"],
+    "dials_rotations": ["-dials"] + ROTATIONS,
+    "denzo_twotheta": ["-denzo", "-twotheta", "-10", "-detector_roty", "2"],
 }
 
 
-def dxtbx_import_matches(ours, format_prefix):
-    """Import each file of ``ours`` ({path: (Result, lab_geometry)}) with dxtbx and compare it with our geometry.
-
-    Yields ``(path, what dxtbx read, (Result, geometry))`` for checks of one format.
-    """
-    p = subprocess.run([SYSTEM_PYTHON, "-c", DXTBX_SCRIPT] + list(ours), capture_output=True, text=True,
-                       timeout=120)
+def dxtbx_read(paths):
+    """What dxtbx (``/usr/bin/python3``) imports from each file: {path: DXTBX_SCRIPT's dict}."""
+    p = subprocess.run([SYSTEM_PYTHON, "-c", DXTBX_SCRIPT] + list(paths), capture_output=True, text=True,
+                       timeout=300)
     assert p.returncode == 0, p.stderr[-3000:]
-    got = json.loads(p.stdout.strip().splitlines()[-1])
-    for path, (res, g) in ours.items():
-        d = got[path]
-        det = res.prep.det
-        ps = g.pixel_size_mm
-        assert d["format"].startswith(format_prefix), d["format"]
-        assert d["origin"] == pytest.approx(g.origin, abs=1e-6), path
-        assert d["fast"] == pytest.approx(g.fast, abs=1e-9) and d["slow"] == pytest.approx(g.slow, abs=1e-9)
-        assert d["pixel"] == pytest.approx([ps, ps]) and d["size"] == [det.fpixels, det.spixels]
-        assert d["direction"] == pytest.approx([-c for c in g.beam], abs=1e-12)
-        assert d["wavelength"] == pytest.approx(res.prep.cfg.lambda0 * 1e10, rel=1e-12)
-        # beam centre within 0.01 px and distance within 1 um of where the simulator's beam meets its detector
-        assert d["beam_centre_px"][0] == pytest.approx(g.beam_center_fast_mm / ps, abs=0.01), path
-        assert d["beam_centre_px"][1] == pytest.approx(g.beam_center_slow_mm / ps, abs=0.01), path
-        assert d["distance"] == pytest.approx(det.close_distance * 1000, abs=1e-3), path
-        assert d["axis"] == pytest.approx(g.spindle, abs=1e-9)
-        assert d["oscillation"] == pytest.approx([2, 0.25])
-        assert d["pixel_sum"] == int(res.int_image().astype(np.int64).sum())
-        yield path, d, (res, g)
+    return json.loads(p.stdout.strip().splitlines()[-1])
+
+
+def _frame_free(v, beam, spindle):
+    """A vector by its length and components along the beam, the spindle and beam x spindle: the same numbers
+    in any right-handed lab frame that agrees on the beam and the spindle."""
+    beam, spindle = np.asarray(beam) / np.linalg.norm(beam), np.asarray(spindle) / np.linalg.norm(spindle)
+    v = np.asarray(v, dtype=np.float64)
+    return np.array([np.linalg.norm(v), v @ beam, v @ spindle, v @ np.cross(beam, spindle)])
+
+
+def check_dxtbx_geometry(d, res, g, format_prefix, path=""):
+    """dxtbx's model of one file (``d``) against the simulator's geometry (``res``; ``g`` its lab_geometry)."""
+    det = res.prep.det
+    ps = g.pixel_size_mm
+    assert d["format"].startswith(format_prefix), d["format"]
+    assert d["origin"] == pytest.approx(g.origin, abs=1e-6), path
+    assert d["fast"] == pytest.approx(g.fast, abs=1e-9) and d["slow"] == pytest.approx(g.slow, abs=1e-9)
+    assert d["pixel"] == pytest.approx([ps, ps]) and d["size"] == [det.fpixels, det.spixels]
+    assert d["direction"] == pytest.approx([-c for c in g.beam], abs=1e-12)
+    assert d["wavelength"] == pytest.approx(res.prep.cfg.lambda0 * 1e10, rel=1e-12)
+    # beam centre within 0.01 px and distance within 1 um of where the simulator's beam meets its detector
+    assert d["beam_centre_px"][0] == pytest.approx(g.beam_center_fast_mm / ps, abs=0.01), path
+    assert d["beam_centre_px"][1] == pytest.approx(g.beam_center_slow_mm / ps, abs=0.01), path
+    assert d["distance"] == pytest.approx(det.close_distance * 1000, abs=1e-3), path
+    assert d["axis"] == pytest.approx(g.spindle, abs=1e-9)
+    assert d["oscillation"] == pytest.approx([2, 0.25])
+    assert d["pixel_sum"] == int(res.int_image().astype(np.int64).sum())
+    # independent of lab_geometry's frame change: the pixel centres the kernel uses (C: pix0 + (f + 0.5) pixel
+    # fdet + (s + 0.5) pixel sdet, nanoBragg's lab frame, m) against dxtbx's, both relative to beam and spindle
+    for key, xyz in d["pixels"].items():
+        f, t = (int(c) for c in key.split(","))
+        ours = (np.asarray(det.pix0) + (f + 0.5) * det.pixel_size * np.asarray(det.fdet)
+                + (t + 0.5) * det.pixel_size * np.asarray(det.sdet)) * 1000.0
+        assert _frame_free(xyz, [-c for c in d["direction"]], d["axis"]) == pytest.approx(
+            _frame_free(ours, det.beam, det.spindle), abs=1e-6), (path, key)
+    if res.prep.cfg.detector_twotheta == 0:
+        # C's own Fbeam/Sbeam (its header values) agree; with two-theta C computes them without the
+        # two-theta turn (the SMV header's beam centre is then not where the beam meets the detector)
+        assert d["beam_centre_px"] == pytest.approx([det.Fbeam / det.pixel_size, det.Sbeam / det.pixel_size],
+                                                    abs=0.01), path
+
+
+_IMPORTED = {}
+
+
+def imported_geometry(tmp_path_factory, fmt):
+    """Every CASES geometry written as ``fmt`` (cbf or nxs) and read back by dxtbx in ONE call (cached per
+    format): {case: (what dxtbx read, Result, lab_geometry)}."""
+    if not _dxtbx_available():
+        pytest.skip("dxtbx is not importable by %s (apt-get install dials)" % SYSTEM_PYTHON)
+    if fmt not in _IMPORTED:
+        folder = tmp_path_factory.mktemp("geometry_" + fmt)
+        ours = {}
+        for name, flags in CASES.items():
+            path = str(folder / ("%s_0001.%s" % (name, fmt)))       # dxtbx wants a frame number in CBF names
+            res = nb.simulate(nb.config_from_flags(BASE + ["-phi", "2", "-osc", "0.25"] + flags), device="cpu")
+            (nb.write_cbf if fmt == "cbf" else nb.write_nxs)(path, res)
+            ours[name] = (path, res, cbf.lab_geometry(res.prep))
+        got = dxtbx_read([path for path, _, _ in ours.values()])
+        _IMPORTED[fmt] = {name: (got[path], res, g) for name, (path, res, g) in ours.items()}
+    return _IMPORTED[fmt]
 
 
 @pytest.mark.dials
-def test_dxtbx_imports_our_geometry(tmp_path, monkeypatch):
-    if not _dxtbx_available():
-        pytest.skip("dxtbx is not importable by %s (apt-get install dials)" % SYSTEM_PYTHON)
-    monkeypatch.chdir(tmp_path)
-    ours = {}
-    for name, flags in CASES.items():
-        path = str(tmp_path / ("%s_0001.cbf" % name))     # dxtbx wants a frame number
-        res = nb.simulate(nb.config_from_flags(BASE + ["-phi", "2", "-osc", "0.25"] + flags), device="cpu")
-        nb.write_cbf(path, res)
-        ours[path] = (res, cbf.lab_geometry(res.prep))
-    for path, d, (res, g) in dxtbx_import_matches(ours, "FormatCBFFull"):
-        det = res.prep.det
-        if res.prep.cfg.detector_twotheta == 0:
-            # C's own Fbeam/Sbeam (its header values) agree; with two-theta C computes them without the
-            # two-theta turn (the SMV header's beam centre is then not where the beam meets the detector)
-            assert d["beam_centre_px"] == pytest.approx([det.Fbeam / det.pixel_size, det.Sbeam / det.pixel_size],
-                                                        abs=0.01), path
+@pytest.mark.parametrize("case", list(CASES))
+def test_dxtbx_imports_our_cbf_geometry(tmp_path_factory, case):
+    d, res, g = imported_geometry(tmp_path_factory, "cbf")[case]
+    check_dxtbx_geometry(d, res, g, "FormatCBFFull", case)
 
 
 # ---------------------------------------------------------------- DIALS indexes a series to the truth

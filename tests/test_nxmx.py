@@ -16,7 +16,7 @@ import nanobrag_numba as nb
 from nanobrag_numba.cli import main
 from nanobrag_numba.io import cbf
 from nanobrag_numba.io.smv import read_smv
-from test_cbf import BASE, CASES, SYSTEM_PYTHON, _dxtbx_available, dxtbx_import_matches
+from test_cbf import BASE, CASES, SYSTEM_PYTHON, _dxtbx_available, check_dxtbx_geometry, imported_geometry
 
 MC = np.diag([-1.0, 1.0, -1.0])   # imgCIF <-> McStas
 
@@ -129,19 +129,12 @@ def test_nxsfile_that_names_an_input_is_refused(tmp_path, monkeypatch, capsys):
 
 
 @pytest.mark.dials
-def test_dxtbx_imports_our_nxmx_geometry(tmp_path):
-    if not _dxtbx_available():
-        pytest.skip("dxtbx is not importable by %s (apt-get install dials)" % SYSTEM_PYTHON)
-    cases = {"mosflm": CASES["mosflm"], "xds": CASES["xds"],
-             "twotheta_rotations": CASES["rotations"] + ["-twotheta", "20"], "custom": CASES["custom"]}
-    ours = {}
-    for name, flags in cases.items():
-        path = str(tmp_path / ("%s.nxs" % name))
-        res = nb.simulate(nb.config_from_flags(BASE + ["-phi", "2", "-osc", "0.25"] + flags), device="cpu")
-        nb.write_nxs(path, res)
-        ours[path] = (res, cbf.lab_geometry(res.prep))
-    for path, d, _ in dxtbx_import_matches(ours, "FormatNXmx"):
-        assert d["format"] == "FormatNXmx", d["format"]
+@pytest.mark.parametrize("case", list(CASES))
+def test_dxtbx_imports_our_nxmx_geometry(tmp_path_factory, case):
+    # every convention, two-theta and detector rotations, custom vectors: as tests/test_cbf.py does for CBF
+    d, res, g = imported_geometry(tmp_path_factory, "nxs")[case]
+    assert d["format"] == "FormatNXmx", d["format"]
+    check_dxtbx_geometry(d, res, g, "FormatNXmx", case)
 
 
 def test_batch_refuses_nxsfile_in_the_base_flags():
