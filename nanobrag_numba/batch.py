@@ -81,9 +81,11 @@ NOT_PER_JOB = {
     "cbffile": "the batch writes its own files (--format, --noise)",
     "cbfnoisefile": "the batch writes its own files (--format, --noise)",
     "nxsfile": "the batch writes its own files (--format, --noise)",
+    "nxsnoisefile": "the batch writes its own files (--format, --noise)",
 }
 # Flags of the base command line that have no meaning in a batch.
-NOT_IN_BASE = ("-floatfile", "-intfile", "-noisefile", "-cbffile", "-cbfnoisefile", "-nxsfile", "-pgmfile", "-pgmscale", "-printout",
+NOT_IN_BASE = ("-floatfile", "-intfile", "-noisefile", "-cbffile", "-cbfnoisefile", "-nxsfile", "-nxsnoisefile",
+               "-pgmfile", "-pgmscale", "-printout",
                "-printout_pixel", "-trace_pixel")
 # Config fields that name input files: made absolute so that workers in
 # other folders find them.
