@@ -17,7 +17,7 @@ import nanobrag_numba as nb
 from nanobrag_numba.cli import main
 from nanobrag_numba.io import cbf
 from nanobrag_numba.io.smv import read_smv
-from test_cbf import BASE, CASES, SYSTEM_PYTHON, _dxtbx_available, check_dxtbx_geometry, imported_geometry
+from test_cbf import BASE, CASES, NO_DXTBX, SYSTEM_PYTHON, _dxtbx_available, check_dxtbx_geometry, imported_geometry
 
 MC = np.diag([-1.0, 1.0, -1.0])   # imgCIF <-> McStas
 
@@ -147,7 +147,7 @@ def test_batch_refuses_nxsfile_in_the_base_flags():
 @pytest.mark.dials
 def test_dxtbx_imports_a_write_nxs_series_as_one_sweep(tmp_path):
     if not _dxtbx_available():
-        pytest.skip("dxtbx is not importable by %s (apt-get install dials)" % SYSTEM_PYTHON)
+        pytest.skip(NO_DXTBX)
     sim = [nb.simulate(nb.config_from_flags(BASE + ["-phi", str(p), "-osc", "0.5", "-misset", "3", "4", "5"]),
                        device="cpu") for p in (3, 3.5, 4)]
     path = str(tmp_path / "series.nxs")
