@@ -92,6 +92,7 @@ def test_cbffile_holds_the_int_image_geometry_and_truth(run_cli):
     assert it["_nanobrag_truth.noise_seed"] == "7"
     assert it["_nanobrag_truth.mosaic_seed"] == "12345678"
     assert it["_nanobrag_truth.convention"] == "MOSFLM"
+    assert it["_nanobrag_truth.phi_steps"] == "2" and float(it["_nanobrag_truth.phi_step_deg"]) == 0.25   # C's default
     assert "-misset 5 6 7" in head and "nanoBragg -default_F 100" in head     # the command line
     # the real-space vectors: lengths and angles are the cell
     a, b, c = (np.array([float(x) for x in it["_nanobrag_truth.real_space_%s" % k].split()]) for k in "abc")
@@ -326,7 +327,8 @@ x, y, _ = used["xyzobs.px.value"].parts()
 xc, yc, _ = used["xyzcal.px"].parts()
 print(json.dumps(dict(
     real_space=[list(v) for v in e.crystal.get_real_space_vectors()],
-    axis=list(e.goniometer.get_rotation_axis()), space_group=e.crystal.get_space_group().info().symbol_and_number(),
+    axis=list(e.goniometer.get_rotation_axis()), oscillation=list(e.scan.get_oscillation()),
+    space_group=e.crystal.get_space_group().info().symbol_and_number(),
     indexed=int((r["miller_index"] != (0, 0, 0)).count(True)), spots=len(r),
     rmsd_px=[float(flex.mean(flex.pow2(x - xc))) ** 0.5, float(flex.mean(flex.pow2(y - yc))) ** 0.5])))
 """
@@ -374,15 +376,18 @@ def test_compare_crystal_finds_a_rotation_in_any_basis():
         compare_crystal(truth, found * [[2], [1], [1]])
 
 
-def _truth_real_space(fmt, path):
-    """The ``_nanobrag_truth`` / ``ground_truth`` real-space vectors of a file, in dxtbx's (imgCIF) lab frame."""
+def _truth(fmt, path):
+    """The ``_nanobrag_truth`` / ``ground_truth`` real-space vectors of a file, in dxtbx's (imgCIF) lab frame,
+    and the number of phi steps each image was rendered with."""
     if fmt == "cbf":
         it = _header_items(cbf.read_cbf(path)[0])
-        return np.array([[float(x) for x in it["_nanobrag_truth.real_space_%s" % k].split()] for k in "abc"])
+        return (np.array([[float(x) for x in it["_nanobrag_truth.real_space_%s" % k].split()] for k in "abc"]),
+                int(it["_nanobrag_truth.phi_steps"]))
     import h5py
     with h5py.File(path, "r") as f:
         mcstas = np.array([f["entry/sample/ground_truth/real_space_%s" % k][()] for k in "abc"])
-    return mcstas @ np.diag([-1.0, 1.0, -1.0])          # NeXus McStas -> imgCIF, as dxtbx reads NXmx
+        steps = int(f["entry/sample/ground_truth/phi_steps"][()])
+    return mcstas @ np.diag([-1.0, 1.0, -1.0]), steps      # NeXus McStas -> imgCIF, as dxtbx reads NXmx
 
 
 @pytest.mark.dials
@@ -418,14 +423,16 @@ def test_dials_indexes_a_batch_series_to_the_truth(tmp_path, fmt):
                        capture_output=True, text=True, timeout=120)
     assert p.returncode == 0, p.stderr[-3000:]
     got = json.loads(p.stdout.strip().splitlines()[-1])
-    truth = _truth_real_space(fmt, truth_file)
+    truth, phi_steps = _truth(fmt, truth_file)
+    assert phi_steps == SERIES_PHISTEPS
     assert got["axis"] == pytest.approx([1, 0, 0], abs=1e-12)       # the file's spindle: imgCIF X
     assert got["spots"] > 2000 and got["indexed"] > 0.9 * got["spots"], got
     assert max(got["rmsd_px"]) < 0.1, got          # the detector and beam were not refined: ours are exact
     lengths, angles, raw, _ = compare_crystal(truth, got["real_space"])
     # nanoBragg's phi steps sample each image's range from its start: DIALS sees the crystal at the middle of
-    # the range, osc/(2*phisteps) later than rendered, so its orientation lags by that much about the spindle
-    lag = SERIES_OSC / (2 * SERIES_PHISTEPS)
+    # the range, osc/(2*phi_steps) later than rendered, so its orientation lags by that much about the spindle
+    assert got["oscillation"] == pytest.approx([0, SERIES_OSC])
+    lag = got["oscillation"][1] / (2 * phi_steps)
     _, _, corrected, _ = compare_crystal(truth @ _rotation(got["axis"], -lag).T, got["real_space"])
     print("\n%s: cell error %s %%, angle errors %s deg, misorientation %.4f deg (%.4f deg after the %.3f-degree "
           "phi-sampling lag), %d of %d spots indexed, RMSD %.3f %.3f px"

@@ -85,6 +85,7 @@ def test_nxsfile_structure_geometry_and_truth(tmp_path, monkeypatch):
             assert MC @ truth["real_space_" + key][()] == pytest.approx(v, abs=1e-9)
         assert "-nxsfile i.nxs" in _s(truth["command_line"])
         assert int(truth["noise_seed"][()]) == 7
+        assert int(truth["phi_steps"][()]) == 2 and float(truth["phi_step_deg"][()]) == 0.25
 
 
 def test_dispersion_writes_the_spectrum(tmp_path):
