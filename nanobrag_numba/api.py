@@ -314,7 +314,8 @@ class Result:
             raise NanoBraggError("cannot write into %s: no such directory" % directory)
         cfg = self.prep.cfg
         names = {}
-        for key in ("floatfile", "intfile", "pgmfile", "noisefile", "cbffile", "cbfnoisefile", "nxsfile"):
+        for key in ("floatfile", "intfile", "pgmfile", "noisefile", "cbffile", "cbfnoisefile", "nxsfile",
+                    "nxsnoisefile"):
             name = getattr(cfg, key)
             names[key] = os.path.join(directory, name) if name else None
         prep = _with_cfg(self.prep, cfg.replace(**names))

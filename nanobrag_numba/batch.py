@@ -82,9 +82,11 @@ NOT_PER_JOB = {
     "cbffile": "the batch writes its own files (--format, --noise)",
     "cbfnoisefile": "the batch writes its own files (--format, --noise)",
     "nxsfile": "the batch writes its own files (--format, --noise)",
+    "nxsnoisefile": "the batch writes its own files (--format, --noise)",
 }
 # Flags of the base command line that have no meaning in a batch.
-NOT_IN_BASE = ("-floatfile", "-intfile", "-noisefile", "-cbffile", "-cbfnoisefile", "-nxsfile", "-pgmfile", "-pgmscale", "-printout",
+NOT_IN_BASE = ("-floatfile", "-intfile", "-noisefile", "-cbffile", "-cbfnoisefile", "-nxsfile", "-nxsnoisefile",
+               "-pgmfile", "-pgmscale", "-printout",
                "-printout_pixel", "-trace_pixel")
 # the main command's flags of noisify's detector model (--noise-model)
 NOISE_MODEL_FLAGS = ("-readout_noise", "-flicker", "-calibration", "-calib_seed", "-psf", "-psf_fwhm", "-psf_radius")

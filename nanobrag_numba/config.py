@@ -98,6 +98,7 @@ class Config:
     cbffile: Optional[str] = None          # int image as full-geometry imgCIF/CBF (this port)
     cbfnoisefile: Optional[str] = None     # noise image as CBF (this port; needs the noise on)
     nxsfile: Optional[str] = None          # int + float image as NeXus/NXmx HDF5 (this port)
+    nxsnoisefile: Optional[str] = None     # noise image as NeXus/NXmx HDF5 (this port; needs the noise on)
     write_pgm: bool = True
     calculate_noise: bool = True
 

@@ -503,6 +503,8 @@ _f("-cbfnoisefile", O_, "noise image as imgCIF/CBF with full geometry (not with 
    fields=("cbfnoisefile",), sets=(("calculate_noise", True),), c_flag=False, metavar="FILE")
 _f("-nxsfile", O_, "int image (and the float image) as NeXus/NXmx HDF5 with full geometry for DIALS "
    "(docs/dials.md)", kind="str", fields=("nxsfile",), c_flag=False, metavar="FILE")
+_f("-nxsnoisefile", O_, "noise image as NeXus/NXmx HDF5 with full geometry (not with -nonoise)", kind="str",
+   fields=("nxsnoisefile",), sets=(("calculate_noise", True),), c_flag=False, metavar="FILE")
 _f("-nonoise", O_, "do not write the noise image", nargs=0, sets=(("calculate_noise", False),))
 _f("-nopgm", O_, "do not write the PGM image", nargs=0, sets=(("write_pgm", False),))
 _f("-scale", O_, "scale of the int image (default: 55000/max)", fields=("intfile_scale",))

@@ -988,7 +988,7 @@ def write_outputs(prep: Prepared, image: Image, log: Callable[[str], None] = pri
             log("pgm_scale = %g" % pgm_scale)
             log("writing %s as 1-byte integers" % cfg.pgmfile)
             write_pgm(cfg.pgmfile, pgm_image(prep, img, pgm_scale), pgm_scale)
-        if cfg.calculate_noise and (cfg.noisefile or cfg.cbfnoisefile):
+        if cfg.calculate_noise and (cfg.noisefile or cfg.cbfnoisefile or cfg.nxsnoisefile):
             from .noise_models import detector_model_on, detector_noise
             if detector_model_on(cfg):
                 noise, photons, overloads, notes = detector_noise(img, cfg, det.roi, det.pixel_size, cfg.seed)
@@ -1006,6 +1006,10 @@ def write_outputs(prep: Prepared, image: Image, log: Callable[[str], None] = pri
                 from .io.cbf import write_cbf
                 log("writing %s as byte-offset CBF" % cfg.cbfnoisefile)
                 write_cbf(cfg.cbfnoisefile, prep, noise, noise=True, command_line=cfg.command_line)
+            if cfg.nxsnoisefile:
+                from .io.nxmx import write_nxmx
+                log("writing %s as NeXus/NXmx HDF5" % cfg.nxsnoisefile)
+                write_nxmx(cfg.nxsnoisefile, prep, [noise], noise=True, command_line=cfg.command_line)
     return st
 
 
@@ -1029,7 +1033,8 @@ def print_notes(prep: Prepared, image: Optional[Image] = None, out=None):
 # the files a run writes and reads, with the flag that names each (for write_outputs' checks)
 _OUTPUT_FLAGS = (("-floatfile", "floatfile"), ("-intfile", "intfile"), ("-pgmfile", "pgmfile"),
                  ("-noisefile", "noisefile"), ("-cbffile", "cbffile"), ("-cbfnoisefile", "cbfnoisefile"),
-                 ("-nxsfile", "nxsfile"))
+                 ("-nxsfile", "nxsfile"), ("-nxsnoisefile", "nxsnoisefile"))
+_NOISE_OUTPUTS = ("noisefile", "cbfnoisefile", "nxsnoisefile")     # written only with the noise on
 _INPUT_FLAGS = (("-hkl", "hklfile"), ("-mat", "matfile"), ("-mask", "maskfile"), ("-img", "imgfile"),
                 ("-sourcefile", "sourcefile"), ("-stol", "stolfile"), ("-background", "background_stol"))
 
@@ -1039,7 +1044,7 @@ def _output_files(cfg: Config, dumpfile: Optional[str]):
     outs = [("-dump", dumpfile)] if dumpfile else []
     for flag, name in _OUTPUT_FLAGS:
         path = getattr(cfg, name)
-        if not path or (name == "pgmfile" and not cfg.write_pgm) or (name in ("noisefile", "cbfnoisefile") and not cfg.calculate_noise):
+        if not path or (name == "pgmfile" and not cfg.write_pgm) or (name in _NOISE_OUTPUTS and not cfg.calculate_noise):
             continue
         outs.append((flag, path))
     return outs
@@ -1064,8 +1069,9 @@ def _output_sizes(prep: Prepared, fdump):
     npix = prep.det.fpixels * prep.det.spixels
     per_pixel = {"-floatfile": 4, "-intfile": 2, "-pgmfile": 1, "-noisefile": 2,
                  "-cbffile": 3, "-cbfnoisefile": 3,    # byte offset: at most 3 bytes for 16-bit values
-                 "-nxsfile": 6}    # uint16 int image + float32 image (gzip, no larger than raw)
-    fixed = {"-nxsfile": 65536}     # HDF5 metadata of the NXmx groups (about 45 kB)
+                 "-nxsfile": 6,    # uint16 int image + float32 image (gzip, no larger than raw)
+                 "-nxsnoisefile": 2}
+    fixed = {"-nxsfile": 65536, "-nxsnoisefile": 65536}     # HDF5 metadata of the NXmx groups (about 45 kB)
     sizes = [(flag, path, npix * per_pixel[flag] + fixed.get(flag, 16384))
              for flag, path in _output_files(prep.cfg, None)]
     if fdump is not None:

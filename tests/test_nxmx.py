@@ -6,6 +6,7 @@ the detector, beam and scan that the simulator used: beam centre within
 0.01 px, distance within 1 um (the same comparison as tests/test_cbf.py).
 """
 import json
+import os
 import subprocess
 
 import h5py
@@ -16,7 +17,7 @@ import nanobrag_numba as nb
 from nanobrag_numba.cli import main
 from nanobrag_numba.io import cbf
 from nanobrag_numba.io.smv import read_smv
-from test_cbf import BASE, CASES, SYSTEM_PYTHON, _dxtbx_available, dxtbx_import_matches
+from test_cbf import BASE, CASES, NO_DXTBX, SYSTEM_PYTHON, _dxtbx_available, check_dxtbx_geometry, imported_geometry
 
 MC = np.diag([-1.0, 1.0, -1.0])   # imgCIF <-> McStas
 
@@ -84,6 +85,7 @@ def test_nxsfile_structure_geometry_and_truth(tmp_path, monkeypatch):
             assert MC @ truth["real_space_" + key][()] == pytest.approx(v, abs=1e-9)
         assert "-nxsfile i.nxs" in _s(truth["command_line"])
         assert int(truth["noise_seed"][()]) == 7
+        assert int(truth["phi_steps"][()]) == 2 and float(truth["phi_step_deg"][()]) == 0.25
 
 
 def test_dispersion_writes_the_spectrum(tmp_path):
@@ -129,19 +131,12 @@ def test_nxsfile_that_names_an_input_is_refused(tmp_path, monkeypatch, capsys):
 
 
 @pytest.mark.dials
-def test_dxtbx_imports_our_nxmx_geometry(tmp_path):
-    if not _dxtbx_available():
-        pytest.skip("dxtbx is not importable by %s (apt-get install dials)" % SYSTEM_PYTHON)
-    cases = {"mosflm": CASES["mosflm"], "xds": CASES["xds"],
-             "twotheta_rotations": CASES["rotations"] + ["-twotheta", "20"], "custom": CASES["custom"]}
-    ours = {}
-    for name, flags in cases.items():
-        path = str(tmp_path / ("%s.nxs" % name))
-        res = nb.simulate(nb.config_from_flags(BASE + ["-phi", "2", "-osc", "0.25"] + flags), device="cpu")
-        nb.write_nxs(path, res)
-        ours[path] = (res, cbf.lab_geometry(res.prep))
-    for path, d, _ in dxtbx_import_matches(ours, "FormatNXmx"):
-        assert d["format"] == "FormatNXmx", d["format"]
+@pytest.mark.parametrize("case", list(CASES))
+def test_dxtbx_imports_our_nxmx_geometry(tmp_path_factory, case):
+    # every convention, two-theta and detector rotations, custom vectors: as tests/test_cbf.py does for CBF
+    d, res, g = imported_geometry(tmp_path_factory, "nxs")[case]
+    assert d["format"] == "FormatNXmx", d["format"]
+    check_dxtbx_geometry(d, res, g, "FormatNXmx", case)
 
 
 def test_batch_refuses_nxsfile_in_the_base_flags():
@@ -153,7 +148,7 @@ def test_batch_refuses_nxsfile_in_the_base_flags():
 @pytest.mark.dials
 def test_dxtbx_imports_a_write_nxs_series_as_one_sweep(tmp_path):
     if not _dxtbx_available():
-        pytest.skip("dxtbx is not importable by %s (apt-get install dials)" % SYSTEM_PYTHON)
+        pytest.skip(NO_DXTBX)
     sim = [nb.simulate(nb.config_from_flags(BASE + ["-phi", str(p), "-osc", "0.5", "-misset", "3", "4", "5"]),
                        device="cpu") for p in (3, 3.5, 4)]
     path = str(tmp_path / "series.nxs")
@@ -198,3 +193,55 @@ def test_batch_format_nxs_writes_frames_and_one_series_file(tmp_path, capsys):
     assert batch.main(["--jobs", str(jobs), "--format", "nxs", "--out", str(tmp_path / "x"), "--quiet", "--"]
                       + BASE) == 2
     assert "series.nxs" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------- -nxsnoisefile
+
+NO_FILES = ["-floatfile", "/dev/null", "-intfile", "/dev/null", "-nopgm"]
+
+
+def test_nxsnoisefile_holds_the_noise_image(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(BASE + NO_FILES + ["-noisefile", "n.img", "-nxsnoisefile", "n.nxs", "-nxsfile", "i.nxs",
+                                   "-seed", "11", "-phi", "3", "-osc", "0.5"]) == 0
+    with h5py.File("n.nxs", "r") as f:
+        data = f["entry/data/data"]
+        assert data.shape == (1, 24, 24)
+        assert np.array_equal(data[0], read_smv("n.img").data)          # the noise image, as the SMV file
+        assert "float_data" not in f["entry/data"]                       # the float image goes with -nxsfile
+        truth = f["entry/sample/ground_truth"]
+        assert int(truth["noise_seed"][()]) == 11 and _s(truth["pixels"]).startswith("noise image")
+        assert "-nxsnoisefile n.nxs" in _s(truth["command_line"])
+        assert list(f["entry/sample/transformations/omega"][()]) == pytest.approx([3.0])
+    with h5py.File("i.nxs", "r") as f:
+        assert not np.array_equal(f["entry/data/data"][0], read_smv("n.img").data)
+        assert _s(f["entry/sample/ground_truth/pixels"]).startswith("int image")
+
+
+def test_nonoise_writes_no_noise_nxs(tmp_path, monkeypatch):
+    # as -noisefile in C: -nxsnoisefile turns the noise on and a later -nonoise turns it off
+    monkeypatch.chdir(tmp_path)
+    assert main(BASE + NO_FILES + ["-nxsnoisefile", "a.nxs", "-nxsfile", "i.nxs", "-nonoise"]) == 0
+    assert os.path.exists("i.nxs") and not os.path.exists("a.nxs")
+    assert main(BASE + NO_FILES + ["-nonoise", "-nxsnoisefile", "b.nxs"]) == 0
+    assert os.path.exists("b.nxs")
+
+
+def test_nxsnoisefile_that_names_an_input_is_refused_and_batch_refuses_it(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "in.hkl").write_text("0 0 1 100\n")
+    assert main(BASE + NO_FILES + ["-hkl", "in.hkl", "-nxsnoisefile", "in.hkl"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("nanobrag-numba: error:") and "-nxsnoisefile" in err[0]
+    assert (tmp_path / "in.hkl").read_text() == "0 0 1 100\n"
+    from nanobrag_numba import batch
+    with pytest.raises(nb.NanoBraggError, match="-nxsnoisefile has no meaning in a batch"):
+        batch.base_config(BASE + ["-nxsnoisefile", "x.nxs"])
+
+
+def test_result_write_puts_the_noise_nxs_in_the_directory(tmp_path):
+    res = nb.simulate(nb.config_from_flags(BASE + ["-nxsnoisefile", "n.nxs", "-floatfile", "", "-intfile", "",
+                                                   "-nopgm"]), device="cpu")
+    res.write(str(tmp_path))
+    with h5py.File(tmp_path / "n.nxs", "r") as f:
+        assert np.array_equal(f["entry/data/data"][0], res.noise_image())

@@ -316,6 +316,11 @@ def truth_items(prep, geo: LabGeometry, noise: bool, command_line: Optional[str]
         "beam_center_fast_mm": geo.beam_center_fast_mm,
         "beam_center_slow_mm": geo.beam_center_slow_mm,
         "distance_mm": geo.distance_mm,
+        # the image is the mean over phi_start + k*phi_step_deg, k < phi_steps (C's sampling), not over the
+        # whole range: a program that integrates over [phi_start, phi_start + osc] sees the crystal
+        # osc/(2*phi_steps) degrees later than it was rendered
+        "phi_steps": int(prep.sampling.phisteps),
+        "phi_step_deg": prep.sampling.phistep * RTD,
     }
     if command_line:
         truth["command_line"] = "nanoBragg " + " ".join(str(command_line).split())
