@@ -22,8 +22,7 @@ seed) share everything else, so here:
 
 Anything outside that (a logging Simulator, a group of one image, a setting
 that fails a check, a crystal whose size in cells or oversampling would differ
-from the template's, a phi range that changes the notes, any unexpected
-exception) takes the full ``prepare`` for that image, which gives its result
+from the template's, any unexpected exception) takes the full ``prepare`` for that image, which gives its result
 or its error exactly.  tests/test_prepare_many.py compares the tables with
 ``Simulator.prepare`` field by field.
 """
@@ -171,14 +170,13 @@ def _fast_group(sim, rest: Dict, changes_list: List[Dict]) -> List[Optional[obje
             phis = X.phi_angles(cfg.phi0, sampling.phistep, sampling.phisteps)
             maps = X.phi_maps(phis, True) if cfg.c_quirks else (T.phi_map, T.phi_map_first)
             pd = phi_data[cfg.phi0] = (phis, maps[0], maps[1], _carryover_note(cfg, phis))
-        if pd[3] != t_note:
-            continue            # the notes would differ from the template's: the full set-up lists them
         items.append((j, cfg, fluence, start, misset, umats, crand.copy(), pd))
     if not items:
         return results
 
     xtals, tables = orient_many(T, [it[3] for it in items], [it[4] for it in items],
                                 [it[7][0] for it in items], [it[5] for it in items])
+    notes = {t_note: T.notes}
     fields = T.params._fields
     pos = [fields.index(f) for f in _PARAM_FIELDS]
     base_params = list(T.params)
@@ -193,9 +191,25 @@ def _fast_group(sim, rest: Dict, changes_list: List[Dict]) -> List[Optional[obje
             cfg=cfg, det=det, crystal=xtal, sampling=sampling, oversample=T.oversample, fluence=fluence,
             steps=T.steps, I_bg=I_bg, sources=T.sources, rot=table, phi_map=pd[1], phi_map_first=pd[2],
             phis=list(pd[0]), Fhkl=T.Fhkl, hkl_bounds=T.hkl_bounds, hkls=T.hkls, mask=T.mask,
-            params=T.params._make(values), crand=crand, notes=list(T.notes), interpolate=T.interpolate,
+            params=T.params._make(values), crand=crand,
+            notes=list(notes[pd[3]] if pd[3] in notes else _notes(T, pd[3], notes)), interpolate=T.interpolate,
             hkl_device=T.hkl_device, fdump=None, bg_table=T.bg_table)
     return results
+
+
+def _notes(T, carryover: bool, cache: Dict[bool, list]) -> list:
+    """The template's notes with the phi0 carry-over note added or removed where ``prepare`` puts it."""
+    from .simulator import QUIRK_NOTES, _collect_notes
+    entry = ("phi0_carryover", QUIRK_NOTES["phi0_carryover"])
+    notes = list(T.notes)
+    if carryover:
+        tail: list = []         # the notes prepare adds after this one
+        _collect_notes(T.cfg, T.sampling, T.oversample, T.sources.shape[0], tail)
+        notes.insert(len(notes) - len(tail), entry)
+    else:
+        notes.remove(entry)
+    cache[carryover] = notes
+    return notes
 
 
 def _carryover_note(cfg: Config, phis) -> bool:
