@@ -11,7 +11,10 @@ seed) share everything else, so here:
 
 - one full :func:`~nanobrag_numba.simulator.prepare` (the *template*) is made
   per distinct set of the other settings: detector, sampling, sources, HKL
-  table, mask, memory checks and KParams are taken from it;
+  table, mask, memory checks and KParams are taken from it; the Simulator
+  keeps it for later calls (:data:`TEMPLATES_MAX` of them) while every file
+  it read (HKL, matrix, mask, image, sources, stol, the ``Fdump.bin`` read
+  without ``-hkl``) has the same inode, size and modification time;
 - per image only what differs is computed: the Config (one copy of the
   Simulator's base with the image's settings, checked where it differs), the
   fluence, the mosaic domains (C's generator, per distinct seed), and the
@@ -29,6 +32,7 @@ or its error exactly.  tests/test_prepare_many.py compares the tables with
 from __future__ import annotations
 
 import math
+import os
 from typing import Dict, List, Optional, Sequence
 
 import numpy as np
@@ -124,7 +128,7 @@ def _fast_group(sim, rest: Dict, changes_list: List[Dict]) -> List[Optional[obje
     """Prepared images of one template (None where an image needs the full set-up)."""
     from .crand import CRandom
     from .simulator import Prepared, _seed_now, beam_fluence, water_photons
-    T = sim._prepare_checked(rest)
+    T = _template(sim, rest)
     tcfg, det, sampling = T.cfg, T.det, T.sampling
     now = _seed_now()
     fresh = CRandom()
@@ -195,6 +199,46 @@ def _fast_group(sim, rest: Dict, changes_list: List[Dict]) -> List[Optional[obje
             notes=list(notes[pd[3]] if pd[3] in notes else _notes(T, pd[3], notes)), interpolate=T.interpolate,
             hkl_device=T.hkl_device, fdump=None, bg_table=T.bg_table)
     return results
+
+
+#: templates a Simulator keeps (its most recent distinct sets of shared settings)
+TEMPLATES_MAX = 8
+#: the files a set-up reads (Config fields)
+_INPUT_FIELDS = ("hklfile", "matfile", "maskfile", "imgfile", "sourcefile", "stolfile", "background_stol")
+
+
+def _template_key(rest: Dict, cfg: Config) -> Optional[tuple]:
+    """The shared settings and the state of every file the set-up reads; None: do not keep the template."""
+    files = []
+    paths = [getattr(cfg, name) for name in _INPUT_FIELDS]
+    if cfg.hklfile is None:
+        paths.append(cfg.dumpfile)           # read when it exists (and an error or default_F when not)
+    for path in paths:
+        if path is None:
+            continue
+        try:
+            st = os.stat(path)
+        except OSError:
+            if path == cfg.dumpfile and cfg.hklfile is None:
+                files.append((path, None))
+                continue
+            return None
+        files.append((path, st.st_ino, st.st_mtime_ns, st.st_size))
+    return (tuple(sorted(rest.items())), tuple(files))
+
+
+def _template(sim, rest: Dict):
+    """The full set-up of the shared settings, kept by the Simulator while the files it read are unchanged."""
+    templates = sim.__dict__.setdefault("_templates", {})
+    key = _template_key(rest, sim.base.replace(**rest))
+    if key is not None and key in templates:
+        return templates[key]
+    T = sim._prepare_checked(rest)
+    if key is not None:
+        while len(templates) >= TEMPLATES_MAX:
+            templates.pop(next(iter(templates)))
+        templates[key] = T
+    return T
 
 
 def _notes(T, carryover: bool, cache: Dict[bool, list]) -> list:
