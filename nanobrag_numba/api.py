@@ -154,6 +154,49 @@ def coerce_field(name: str, value: Any, tp=None, show: Callable[[Any], str] = re
     raise NanoBraggError("%s cannot be set (type %s)" % (name, _type_name(tp)))  # pragma: no cover
 
 
+def _plain_kind(tp):
+    """(kind, optional) of an annotation that :func:`_coerce_plain` handles, else (None, False)."""
+    optional = False
+    if typing.get_origin(tp) is typing.Union:
+        inner = [a for a in typing.get_args(tp) if a is not type(None)]
+        if len(inner) != 1:
+            return None, False
+        tp, optional = inner[0], True
+    if tp in (float, int, bool):
+        return tp, optional
+    if typing.get_origin(tp) is tuple and typing.get_args(tp) == (float, float, float):
+        return "vec3", optional
+    return None, False
+
+
+#: field name -> (kind, optional) for the values that need no conversion (see _coerce_plain)
+_PLAIN = {name: _plain_kind(tp) for name, tp in FIELD_TYPES.items()}
+_NOT_PLAIN = object()
+
+
+def _coerce_plain(name: str, value: Any) -> Any:
+    """What :func:`coerce_field` returns for a value already of the field's exact Python type, finite
+    (a float, an int in range, a bool, a tuple of 3 floats, None where allowed); ``_NOT_PLAIN`` otherwise.
+
+    The common case of ``render_many``'s per-image settings, without coerce_field's walk of the annotation.
+    """
+    kind, optional = _PLAIN.get(name, (None, False))
+    t = type(value)
+    if kind is None:
+        return _NOT_PLAIN
+    if value is None:
+        return None if optional else _NOT_PLAIN
+    if kind is float:
+        return value if t is float and math.isfinite(value) else _NOT_PLAIN
+    if kind is int:
+        return value if t is int and -INT64_MAX <= value <= INT64_MAX else _NOT_PLAIN
+    if kind is bool:
+        return value if t is bool else _NOT_PLAIN
+    if t is tuple and len(value) == 3 and all(type(x) is float and math.isfinite(x) for x in value):
+        return value
+    return _NOT_PLAIN
+
+
 def unknown_settings_message(unknown, extra=()) -> str:
     """``unknown setting 'x' (did you mean 'y'?)``, for one or more names."""
     import difflib
@@ -177,7 +220,11 @@ def check_settings(changes: Dict[str, Any], show: Callable[[Any], str] = repr) -
     if unknown:
         raise NanoBraggError(unknown_settings_message(unknown)
                              + ": settings are the fields of nanobrag_numba.Config (SI units)")
-    return {k: coerce_field(k, v, show=show) for k, v in changes.items()}
+    out = {}
+    for k, v in changes.items():
+        plain = _coerce_plain(k, v)
+        out[k] = coerce_field(k, v, show=show) if plain is _NOT_PLAIN else plain
+    return out
 
 
 def _check_device(device) -> str:

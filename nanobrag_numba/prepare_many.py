@@ -263,17 +263,12 @@ def _carryover_note(cfg: Config, phis) -> bool:
 
 
 # ---------------------------------------------------------------- the crystals of K orientations at once
-# Vectors are tuples of three float64 arrays [K] (x, y, z); vectors.py's dot, cross and scale take them
-# as they are, with the same operations in the same order.
+# A set of vectors is a float64 array [3 components (x, y, z), n vectors, K images]; ``v[0]`` is every x.
+# vectors.py's dot, cross and scale take these (indexing gives the components) and do the same operations
+# in the same order as for one vector of Python floats; so do the functions below.
 
 def _magnitude(v):
     return np.sqrt(v[0] * v[0] + v[1] * v[1] + v[2] * v[2])
-
-
-def _rescale(v, new_magnitude):
-    old = _magnitude(v)
-    old = np.where(old <= 0.0, 1.0, old)
-    return (new_magnitude / old * v[0], new_magnitude / old * v[1], new_magnitude / old * v[2])
 
 
 def _trig(angles):
@@ -283,7 +278,7 @@ def _trig(angles):
 
 
 def _rotate_xyz(v, angles):
-    """``vectors.rotate_xyz`` of every image's vector by its own angles [K, 3] (zero angles skipped)."""
+    """``vectors.rotate_xyz`` of each image's vectors by its own angles [K, 3] (zero angles skipped)."""
     x, y, z = v
     for axis in range(3):
         phi = angles[:, axis]
@@ -300,32 +295,36 @@ def _rotate_xyz(v, angles):
         else:
             nx, ny = x * c + y * -s, x * s + y * c
             x, y = np.where(on, nx, x), np.where(on, ny, y)
-    return (x, y, z)
+    return np.stack((x, y, z))
 
 
 def _rotate_axis(v, axis, phi):
-    """``vectors.rotate_axis`` of every image's vector by its own angle [K] (zero: the vector itself)."""
+    """``vectors.rotate_axis`` of each image's vectors by its own angle [K] (zero: the vectors themselves)."""
     on = phi != 0.0
     if not on.any():
         return v
     cosphi, sinphi = _trig(phi.tolist())
     d = (axis[0] * v[0] + axis[1] * v[1] + axis[2] * v[2]) * (1.0 - cosphi)
-    r = (axis[0] * d + v[0] * cosphi + (-axis[2] * v[1] + axis[1] * v[2]) * sinphi,
-         axis[1] * d + v[1] * cosphi + (+axis[2] * v[0] - axis[0] * v[2]) * sinphi,
-         axis[2] * d + v[2] * cosphi + (-axis[1] * v[0] + axis[0] * v[1]) * sinphi)
-    return tuple(np.where(on, r[i], v[i]) for i in range(3))
+    r = np.stack((axis[0] * d + v[0] * cosphi + (-axis[2] * v[1] + axis[1] * v[2]) * sinphi,
+                  axis[1] * d + v[1] * cosphi + (+axis[2] * v[0] - axis[0] * v[2]) * sinphi,
+                  axis[2] * d + v[2] * cosphi + (-axis[1] * v[0] + axis[0] * v[1]) * sinphi))
+    return np.where(on, r, v)
+
+
+#: for the three cell angles (alpha, beta, gamma): the lengths divided by, in C's order, and the vector pairs
+_FIRST, _SECOND = [1, 0, 0], [2, 2, 1]
 
 
 def _angles(vecs, lengths, dual_lengths, volume):
-    """``crystal._cell_angles`` for K cells: (alpha, beta, gamma) in radians, lists of floats."""
+    """``crystal._cell_angles`` of K cells: [alpha, beta, gamma] (radians), each a list over the images.
+
+    ``sin(alpha) = |a_dual| V / |b| / |c|``, ``cos(alpha) = b.c / |b| / |c|``, and so on, clamped as C does.
+    """
     from .vectors import dot
-    a, b, c = vecs
-    la, lb, lc = lengths
-    lad, lbd, lcd = dual_lengths
-    sins = (lad * volume / lb / lc, lbd * volume / la / lc, lcd * volume / la / lb)
-    coss = (dot(b, c) / lb / lc, dot(a, c) / la / lc, dot(a, b) / la / lb)
-    sins = [np.minimum(1.0, np.maximum(-1.0, s)).tolist() for s in sins]
-    coss = [np.where(x * x > 1.0, 1.0, x).tolist() for x in coss]
+    sins = dual_lengths * volume / lengths[_FIRST] / lengths[_SECOND]
+    coss = dot(vecs[:, _FIRST], vecs[:, _SECOND]) / lengths[_FIRST] / lengths[_SECOND]
+    sins = np.minimum(1.0, np.maximum(-1.0, sins)).tolist()
+    coss = np.where(coss * coss > 1.0, 1.0, coss).tolist()
     return [[math.atan2(s, c) for s, c in zip(sins[i], coss[i])] for i in range(3)]
 
 
@@ -357,57 +356,45 @@ def orient_many(T, starts, missets, phis_list, umats_list):
     cfg, det, sampling = T.cfg, T.det, T.sampling
     k = len(starts)
     user_cell, a0, b0, c0, V_cell_user = starts[0][:5]
-    comps = lambda vs: tuple(np.array([v[i] for v in vs], dtype=np.float64) for i in range(3))  # noqa: E731
-    a_star = comps([s.a_star for s in starts])
-    b_star = comps([s.b_star for s in starts])
-    c_star = comps([s.c_star for s in starts])
-    misset_rows = [m if m is not None else (0.0, 0.0, 0.0) for m in missets]
-    angles = np.array(misset_rows, dtype=np.float64).reshape(k, 3)
+    # (a*, b*, c*) of every image: [component, vector, image]
+    recip = np.array([(s.a_star, s.b_star, s.c_star) for s in starts], dtype=np.float64).transpose(2, 1, 0)
+    angles = np.array([m if m is not None else (0.0, 0.0, 0.0) for m in missets], dtype=np.float64).reshape(k, 3)
     if angles.any():
-        a_star = _rotate_xyz(a_star, angles)
-        b_star = _rotate_xyz(b_star, angles)
-        c_star = _rotate_xyz(c_star, angles)
+        recip = _rotate_xyz(recip, angles)
 
-    a_star_cross_b_star = cross(a_star, b_star)
-    b_star_cross_c_star = cross(b_star, c_star)
-    c_star_cross_a_star = cross(c_star, a_star)
-    V_star = dot(a_star, b_star_cross_c_star)
+    # (b* x c*, c* x a*, a* x b*): C's a, b, c before scaling
+    crosses = np.stack(cross(recip[:, [1, 2, 0]], recip[:, [2, 0, 1]]))
+    V_star = dot(recip[:, 0], crosses[:, 0])
     if user_cell:
-        b_star_cross_c_star = _rescale(b_star_cross_c_star, a0 / V_cell_user)
-        c_star_cross_a_star = _rescale(c_star_cross_a_star, b0 / V_cell_user)
-        a_star_cross_b_star = _rescale(a_star_cross_b_star, c0 / V_cell_user)
+        old = _magnitude(crosses)
+        old = np.where(old <= 0.0, 1.0, old)
+        new = np.array([a0 / V_cell_user, b0 / V_cell_user, c0 / V_cell_user])[:, None]
+        crosses = np.stack([new / old * crosses[i] for i in range(3)])
         V_star = np.full(k, 1.0 / V_cell_user)
     ok = (V_star != 0.0) & np.isfinite(V_star)
     with np.errstate(all="ignore"):
         V_cell = 1.0 / V_star
-        a = scale(b_star_cross_c_star, V_cell)
-        b = scale(c_star_cross_a_star, V_cell)
-        c = scale(a_star_cross_b_star, V_cell)
-        a_star = scale(cross(b, c), V_star)
-        b_star = scale(cross(c, a), V_star)
-        c_star = scale(cross(a, b), V_star)
-        la, lb, lc = _magnitude(a), _magnitude(b), _magnitude(c)
-        las, lbs, lcs = _magnitude(a_star), _magnitude(b_star), _magnitude(c_star)
-        for arr in (la, lb, lc, las, lbs, lcs, V_cell) + a + b + c + a_star + b_star + c_star:
-            ok &= np.isfinite(arr)
-        alpha, beta, gamma = _angles((a, b, c), (la, lb, lc), (las, lbs, lcs), V_cell)
+        real = np.stack(scale(crosses, V_cell))                                     # a, b, c
+        recip = np.stack(scale(np.stack(cross(real[:, [1, 2, 0]], real[:, [2, 0, 1]])), V_star))
+        lengths, dual = _magnitude(real), _magnitude(recip)
+        ok &= np.isfinite(real).all(axis=(0, 1)) & np.isfinite(recip).all(axis=(0, 1))
+        ok &= np.isfinite(lengths).all(axis=0) & np.isfinite(dual).all(axis=0) & np.isfinite(V_cell)
+        alpha, beta, gamma = _angles(real, lengths, dual, V_cell)
 
-        a = scale(a, 1e-10)
-        b = scale(b, 1e-10)
-        c = scale(c, 1e-10)
-        la, lb, lc = _magnitude(a), _magnitude(b), _magnitude(c)
+        real = np.stack(scale(real, 1e-10))
+        lengths = _magnitude(real)
         # the crystal's size in cells (from -samplesize, clipped by the beam as in prepare)
         sample_x, sample_y, sample_z, beamsize = cfg.sample_x, cfg.sample_y, cfg.sample_z, cfg.beamsize
         if beamsize >= 0:
             sample_y = beamsize if beamsize < sample_y else sample_y
             sample_z = beamsize if beamsize < sample_z else sample_z
         sizes = []
-        for n, sample, length in ((cfg.Na, sample_x, la), (cfg.Nb, sample_y, lb), (cfg.Nc, sample_z, lc)):
+        for n, sample, length in zip((cfg.Na, cfg.Nb, cfg.Nc), (sample_x, sample_y, sample_z), lengths):
             cells = np.full(k, float(n)) if not sample > 0 else np.ceil(sample / length)
             sizes.append(np.maximum(cells, 1.0))
         Na, Nb, Nc = sizes
         ok &= (Na == T.crystal.Na) & (Nb == T.crystal.Nb) & (Nc == T.crystal.Nc)
-        xtalsize_max = np.maximum(np.maximum(la * Na, lb * Nb), lc * Nc)
+        xtalsize_max = np.maximum(np.maximum(lengths[0] * Na, lengths[1] * Nb), lengths[2] * Nc)
         if cfg.oversample <= 0:
             # C's automatic oversampling must come out as the template's
             reciprocal_pixel_size = cfg.lambda0 * det.distance / det.pixel_size
@@ -417,43 +404,35 @@ def orient_many(T, starts, missets, phis_list, umats_list):
                 if max(recommended, 1) != T.oversample:
                     ok[i] = False
 
-    # the rotation tables: crystal.rotation_table of every image, stacked
+    # the rotation tables: crystal.rotation_table of every image, stacked [K, phi steps + 1, domains, 9]
     nphi, ndom = sampling.phisteps, sampling.mosaic_domains
     table = np.empty((k, nphi + 1, ndom, 9))
     phis = np.array(phis_list, dtype=np.float64).reshape(k, nphi)
-    cells = [tuple(_rotate_axis(v, det.spindle, phis[:, t]) for v in (a, b, c)) for t in range(nphi)]
-    cells.append((a, b, c))
+    cells = [_rotate_axis(real, det.spindle, phis[:, t]) for t in range(nphi)] + [real]
     if sampling.mosaic_spread > 0.0:
         same = all(u is umats_list[0] for u in umats_list)
-        u = np.ascontiguousarray(np.asarray(umats_list[0] if same else np.stack(umats_list), dtype=np.float64))
-        u = u.T[None] if same else u.transpose(0, 2, 1)          # [1 or K, 9, ndom]
-        rows = np.empty((k, 9, ndom))
+        u = np.asarray(umats_list[0] if same else np.stack(umats_list), dtype=np.float64)
+        u = u.T[None] if same else u.transpose(0, 2, 1)          # [1 or K, 9, domains]
         for t, cell in enumerate(cells):
-            for i, v in enumerate(cell):
-                v0, v1, v2 = v[0][:, None], v[1][:, None], v[2][:, None]
-                for r in range(3):
-                    rows[:, 3 * i + r] = u[:, 3 * r] * v0 + u[:, 3 * r + 1] * v1 + u[:, 3 * r + 2] * v2
-            table[:, t] = rows.transpose(0, 2, 1)
+            v0, v1, v2 = cell[0][:, :, None], cell[1][:, :, None], cell[2][:, :, None]   # [vector, image, 1]
+            for r in range(3):
+                rows = u[:, 3 * r] * v0 + u[:, 3 * r + 1] * v1 + u[:, 3 * r + 2] * v2    # [vector, image, domain]
+                table[:, t, :, r::3] = rows.transpose(1, 2, 0)
     else:
         for t, cell in enumerate(cells):
-            table[:, t] = np.stack([x for v in cell for x in v], axis=1)[:, None, :]
+            table[:, t] = cell.transpose(2, 1, 0).reshape(k, 1, 9)
 
     crystals = []
-    cols = [x.tolist() for x in a + b + c + a_star + b_star + c_star]
-    V_cells = np.broadcast_to(V_cell, (k,)).tolist()
-    lengths = [la.tolist(), lb.tolist(), lc.tolist()]
-    ns = [Na.tolist(), Nb.tolist(), Nc.tolist()]
-    sizes_max = xtalsize_max.tolist()
-    for i in range(k):
+    rows = np.concatenate((real.transpose(2, 1, 0).reshape(k, 9), recip.transpose(2, 1, 0).reshape(k, 9),
+                           np.broadcast_to(V_cell, (k,))[:, None], Na[:, None], Nb[:, None], Nc[:, None],
+                           lengths.T, xtalsize_max[:, None]), axis=1).tolist()
+    for i, v in enumerate(rows):
         if not ok[i]:
             crystals.append(None)
             continue
-        v = [col[i] for col in cols]
-        misset = missets[i]
         crystals.append(X.Crystal(
             a=tuple(v[0:3]), b=tuple(v[3:6]), c=tuple(v[6:9]), a_star=tuple(v[9:12]), b_star=tuple(v[12:15]),
-            c_star=tuple(v[15:18]), V_cell=V_cells[i], Na=ns[0][i], Nb=ns[1][i], Nc=ns[2][i],
-            misset=misset or (0.0, 0.0, 0.0),
-            cell_lengths=(lengths[0][i] * 1e10, lengths[1][i] * 1e10, lengths[2][i] * 1e10),
-            cell_angles=(alpha[i] * RTD, beta[i] * RTD, gamma[i] * RTD), xtalsize_max=sizes_max[i]))
+            c_star=tuple(v[15:18]), V_cell=v[18], Na=v[19], Nb=v[20], Nc=v[21],
+            misset=missets[i] or (0.0, 0.0, 0.0), cell_lengths=(v[22] * 1e10, v[23] * 1e10, v[24] * 1e10),
+            cell_angles=(alpha[i] * RTD, beta[i] * RTD, gamma[i] * RTD), xtalsize_max=v[25]))
     return crystals, list(table)

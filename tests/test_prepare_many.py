@@ -196,7 +196,9 @@ def test_first_bad_item_in_order_wins(hkl):
 def test_random_cells_and_orientations_bit_identical(hkl, cell, missets, phi0):
     a, b, c, al, be, ga = cell
     try:
-        cfg = config_from_flags(["-hkl", hkl] + (BASE + MOSAIC + PHI).split(),
+        # -oversample: an automatic one may differ between orientations (a crystal size at an integer
+        # number of reciprocal pixels): that image then takes the full set-up (test_auto_oversample_edge)
+        cfg = config_from_flags(["-hkl", hkl] + (BASE + MOSAIC + PHI + " -oversample 2").split(),
                                 cell=(a, b, c, al / 57.29577951308232, be / 57.29577951308232,
                                       ga / 57.29577951308232), misset_seed=5)
         sim = nb.Simulator(cfg)
@@ -212,3 +214,64 @@ def test_random_cells_and_orientations_bit_identical(hkl, cell, missets, phi0):
     for o, prep in zip(overrides, many):
         _same(prep, sim.prepare(**o))
     assert math.isfinite(prep.params.astar_x)
+
+
+def test_templates_are_kept_while_the_files_are_unchanged(hkl, tmp_path, monkeypatch):
+    import shutil
+    from nanobrag_numba.example import write_p1_hkl
+    path = str(tmp_path / "own.hkl")
+    shutil.copy(hkl, path)
+    sim = _sim(path, TRICLINIC + BASE)
+    overrides = [{"misset": (0.1, 0.2, 0.3)}, {"misset": (0.3, 0.2, 0.1)}]
+    calls = _full_calls(sim, monkeypatch)
+    first = sim.prepare_many(overrides)
+    again = sim.prepare_many(overrides + [{"fluence": 2e24}])
+    assert len(calls) == 1                          # the second call reuses the template
+    for a, b in zip(first, again):
+        _same(a, b)
+    write_p1_hkl(path, cell=(40, 42, 45, 90, 90, 90), dmin=4.0, seed=2)     # other amplitudes: a new table
+    changed = sim.prepare_many(overrides)
+    assert len(calls) == 2 and changed[0].Fhkl.tobytes() != first[0].Fhkl.tobytes()
+    monkeypatch.undo()
+    _same(changed[1], sim.prepare(**overrides[1]))
+
+
+def test_plain_values_skip_the_annotation_walk_with_coerce_fields_result():
+    from hypothesis import given
+    from nanobrag_numba import api
+
+    @settings(max_examples=100, deadline=None)
+    @given(name=st.sampled_from(sorted(api.FIELDS)),
+           value=st.one_of(st.none(), st.booleans(), st.integers(-2 ** 70, 2 ** 70), st.floats(),
+                           st.tuples(st.floats(), st.floats(), st.floats()), st.text(max_size=3),
+                           st.lists(st.floats(-1, 1), max_size=4)))
+    def check(name, value):
+        plain = api._coerce_plain(name, value)
+        try:
+            full = api.coerce_field(name, value)
+        except NanoBraggError:
+            assert plain is api._NOT_PLAIN
+            return
+        except (OverflowError, ValueError, TypeError):
+            assert plain is api._NOT_PLAIN
+            return
+        if plain is not api._NOT_PLAIN:
+            assert type(plain) is type(full) and plain == full
+    check()
+    assert api._coerce_plain("misset", (0.1, 0.2, 0.3)) == (0.1, 0.2, 0.3)
+    assert api._coerce_plain("misset", [0.1, 0.2, 0.3]) is api._NOT_PLAIN     # a list: coerce_field converts
+
+
+def test_auto_oversample_edge_takes_the_full_set_up(hkl, monkeypatch):
+    # 3 x 60 A at 2e-9 m per reciprocal pixel: wanted = 27 up to the last bits of each orientation's |b|
+    sim = nb.Simulator(config_from_flags(["-hkl", hkl] + (BASE + MOSAIC + PHI).split(), misset_seed=5,
+                                         cell=(30.0, 60.0, 30.0, 70.0 / 57.29577951308232,
+                                               88.0 / 57.29577951308232, 73.0 / 57.29577951308232)))
+    overrides = [{"misset": (0.0, 0.0, 0.0)}, {"misset": (0.0, 0.0, 1.0)}]
+    singles = [sim.prepare(**o) for o in overrides]
+    assert singles[0].oversample != singles[1].oversample      # C's own choice differs with the orientation
+    calls = _full_calls(sim, monkeypatch)
+    many = sim.prepare_many(overrides)
+    assert len(calls) == 2                                      # the template and one image's full set-up
+    for a, b in zip(many, singles):
+        _same(a, b)
