@@ -12,8 +12,8 @@ seed) share everything else, so here:
 - one full :func:`~nanobrag_numba.simulator.prepare` (the *template*) is made
   per distinct set of the other settings: detector, sampling, sources, HKL
   table, mask, memory checks and KParams are taken from it; the Simulator
-  keeps it for later calls (:data:`TEMPLATES_MAX` of them) while every file
-  it read (HKL, matrix, mask, image, sources, stol, the ``Fdump.bin`` read
+  keeps it for later calls (:data:`TEMPLATES_MAX` of them) while its base
+  Config has the same values and every file it read (HKL, matrix, mask, image, sources, stol, the ``Fdump.bin`` read
   without ``-hkl``) has the same inode, size and modification time;
 - per image only what differs is computed: the Config (one copy of the
   Simulator's base with the image's settings, checked where it differs), the
@@ -207,8 +207,12 @@ TEMPLATES_MAX = 8
 _INPUT_FIELDS = ("hklfile", "matfile", "maskfile", "imgfile", "sourcefile", "stolfile", "background_stol")
 
 
-def _template_key(rest: Dict, cfg: Config) -> Optional[tuple]:
-    """The shared settings and the state of every file the set-up reads; None: do not keep the template."""
+def _template_key(base: Config, rest: Dict, cfg: Config) -> Optional[tuple]:
+    """The base and shared settings and the state of every file the set-up reads; None: keep no template."""
+    try:
+        settings = hash(tuple(base.__dict__.items())), tuple(base.__dict__.items()), tuple(sorted(rest.items()))
+    except TypeError:           # a base changed in place to an unhashable value: no reuse
+        return None
     files = []
     paths = [getattr(cfg, name) for name in _INPUT_FIELDS]
     if cfg.hklfile is None:
@@ -224,13 +228,13 @@ def _template_key(rest: Dict, cfg: Config) -> Optional[tuple]:
                 continue
             return None
         files.append((path, st.st_ino, st.st_mtime_ns, st.st_size))
-    return (tuple(sorted(rest.items())), tuple(files))
+    return settings[1:] + (tuple(files),)
 
 
 def _template(sim, rest: Dict):
     """The full set-up of the shared settings, kept by the Simulator while the files it read are unchanged."""
     templates = sim.__dict__.setdefault("_templates", {})
-    key = _template_key(rest, sim.base.replace(**rest))
+    key = _template_key(sim.base, rest, sim.base.replace(**rest))
     if key is not None and key in templates:
         return templates[key]
     T = sim._prepare_checked(rest)

@@ -232,8 +232,13 @@ def test_templates_are_kept_while_the_files_are_unchanged(hkl, tmp_path, monkeyp
     write_p1_hkl(path, cell=(40, 42, 45, 90, 90, 90), dmin=4.0, seed=2)     # other amplitudes: a new table
     changed = sim.prepare_many(overrides)
     assert len(calls) == 2 and changed[0].Fhkl.tobytes() != first[0].Fhkl.tobytes()
+    sim.base.distance = 0.07                        # a base changed in place: not the kept template
+    moved = sim.prepare_many(overrides)
+    assert len(calls) == 3 and moved[0].det.distance == 0.07
     monkeypatch.undo()
-    _same(changed[1], sim.prepare(**overrides[1]))
+    _same(changed[1], nb.Simulator(config_from_flags(["-hkl", path] + (TRICLINIC + BASE).split(),
+                                                     misset_seed=5)).prepare(**overrides[1]))
+    _same(moved[1], sim.prepare(**overrides[1]))
 
 
 def test_plain_values_skip_the_annotation_walk_with_coerce_fields_result():
