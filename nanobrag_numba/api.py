@@ -433,8 +433,10 @@ class Simulator:
         (``nanobrag_numba.prepare_many.FAST_FIELDS``) share one full set-up
         and get their crystals and rotation tables computed together with
         numpy (the same bits), so the set-up costs tens of microseconds per
-        image instead of milliseconds.  Errors as in :meth:`render_many`,
-        named ``prepare_many: item N: ...``.
+        image instead of milliseconds (``python -m bench.setup_many``).  A
+        Simulator with a ``log`` sets up every image in full (C's lines for
+        each).  Errors as in :meth:`render_many`, named
+        ``prepare_many: item N: ...``.
         """
         return self._prepare_list(overrides_list, device, "prepare_many")
 
@@ -545,6 +547,10 @@ class Simulator:
         C's phi carry-over is in each image's own phi maps, and an image
         whose interpolation left the HKL table gets C's switch-off second
         pass as a launch of its own, as :meth:`render` does.
+
+        The images are set up by :meth:`prepare_many`: those that differ
+        only in orientation, ``phi0``, seeds and fluence share one full
+        set-up (``beamsize`` and ``matfile`` changes get their own).
 
         Raises
         ------

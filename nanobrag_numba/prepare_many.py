@@ -66,9 +66,12 @@ def prepare_checked(sim, changes_list: Sequence[Dict]) -> List[object]:
         full = list(range(len(changes_list)))     # C's set-up lines are printed per image: the full set-up
     else:
         groups: Dict[tuple, List[int]] = {}
-        for i, changes in enumerate(changes_list):
-            rest = tuple(sorted((k, v) for k, v in changes.items() if k not in FAST_FIELDS))
-            groups.setdefault(rest, []).append(i)
+        try:
+            for i, changes in enumerate(changes_list):
+                rest = tuple(sorted((k, v) for k, v in changes.items() if k not in FAST_FIELDS))
+                groups.setdefault(rest, []).append(i)
+        except TypeError:       # a value that cannot be a key (checked settings are hashable): no sharing
+            groups = {(): [i] for i in range(len(changes_list))}
         for rest, idx in groups.items():
             if len(idx) < 2:
                 full.extend(idx)
