@@ -275,8 +275,8 @@ def write_report(out, report):
         if "B5" in m and "max_rel_diff_to_cpu" in m["B5"]:
             lines += ["", "B5 image 0: max rel diff to the CPU render %.2e; counter noise equal to the CPU's: %s"
                       % (m["B5"]["max_rel_diff_to_cpu"], m["B5"]["noise_equal_to_cpu"])]
-        lines += ["", "images/s counts the host set-up (Simulator.prepare of every image, Python), the launches "
-                  "and the noise; 'on the device' leaves the set-up out.", ""]
+        lines += ["", "images/s counts the host set-up (Simulator.prepare_many of each launch's images, "
+                  "Python), the launches and the noise; 'on the device' leaves the set-up out.", ""]
     with open(os.path.join(out, "gpu_report.md"), "w") as fh:
         fh.write("\n".join(lines) + "\n")
 

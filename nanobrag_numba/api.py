@@ -410,7 +410,6 @@ class Simulator:
         Simulator; compiled kernels are shared by the whole process.
         ``device`` may be among the changes (default: the Simulator's).
         """
-        from .simulator import prepare
         if positional:
             raise NanoBraggError("settings are given by name, e.g. render(distance=0.1) or render(misset=(0, 0, 0.1)); "
                                  "got %d positional argument(s)" % len(positional))

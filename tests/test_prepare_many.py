@@ -242,7 +242,6 @@ def test_templates_are_kept_while_the_files_are_unchanged(hkl, tmp_path, monkeyp
 
 
 def test_plain_values_skip_the_annotation_walk_with_coerce_fields_result():
-    from hypothesis import given
     from nanobrag_numba import api
 
     @settings(max_examples=100, deadline=None)
