@@ -131,12 +131,10 @@ def _fast_group(sim, rest: Dict, changes_list: List[Dict]) -> List[Optional[obje
     """Prepared images of one template (None where an image needs the full set-up)."""
     from .crand import CRandom
     from .simulator import Prepared, _seed_now, beam_fluence, water_photons
-    T = _template(sim, rest)
+    T, draws = _template(sim, rest)        # draws: C's generator per seeds, kept with the template
     tcfg, det, sampling = T.cfg, T.det, T.sampling
     now = _seed_now()
-    fresh = CRandom()
     starts = {tcfg.matrix: X.cell_start(tcfg, tcfg.lambda0, _silent)}
-    draws: Dict[tuple, tuple] = {}
     phi_data: Dict[object, tuple] = {}
     t_note = _carryover_note(tcfg, T.phis)
 
@@ -166,9 +164,11 @@ def _fast_group(sim, rest: Dict, changes_list: List[Dict]) -> List[Optional[obje
         key = ((True, cfg.misset_seed) if cfg.misset_random else (False,)) + (cfg.mosaic_seed,)
         drawn = draws.get(key)
         if drawn is None:
-            crand = fresh.copy()
+            crand = CRandom()
             random_misset = crand.random_misset(cfg.misset_seed)[1] if cfg.misset_random else None
             umats = crand.mosaic_umats(sampling.mosaic_spread, sampling.mosaic_domains, cfg.mosaic_seed)
+            if len(draws) >= DRAWS_MAX:     # one seed per image (-misset random): keep the memory bounded
+                draws.clear()
             drawn = draws[key] = (random_misset, umats, crand)
         random_misset, umats, crand = drawn
         misset = random_misset if cfg.misset_random else cfg.misset
@@ -206,6 +206,8 @@ def _fast_group(sim, rest: Dict, changes_list: List[Dict]) -> List[Optional[obje
 
 #: templates a Simulator keeps (its most recent distinct sets of shared settings)
 TEMPLATES_MAX = 8
+#: mosaic draws (per distinct seeds) a template keeps
+DRAWS_MAX = 256
 #: the files a set-up reads (Config fields)
 _INPUT_FIELDS = ("hklfile", "matfile", "maskfile", "imgfile", "sourcefile", "stolfile", "background_stol")
 
@@ -235,17 +237,18 @@ def _template_key(base: Config, rest: Dict, cfg: Config) -> Optional[tuple]:
 
 
 def _template(sim, rest: Dict):
-    """The full set-up of the shared settings, kept by the Simulator while the files it read are unchanged."""
+    """The full set-up of the shared settings and its cache of mosaic draws (by seeds), kept by the
+    Simulator while the base and the files it read are unchanged."""
     templates = sim.__dict__.setdefault("_templates", {})
-    key = _template_key(sim.base, rest, sim.base.replace(**rest))
+    key = _template_key(sim.base, rest, _with_changes(sim.base, rest))
     if key is not None and key in templates:
         return templates[key]
-    T = sim._prepare_checked(rest)
+    kept = (sim._prepare_checked(rest), {})
     if key is not None:
         while len(templates) >= TEMPLATES_MAX:
             templates.pop(next(iter(templates)))
-        templates[key] = T
-    return T
+        templates[key] = kept
+    return kept
 
 
 def _notes(T, carryover: bool, cache: Dict[bool, list]) -> list:

@@ -128,6 +128,17 @@ def test_shared_set_up_equals_prepare(hkl, tmp_path, monkeypatch, case):
         assert len({a.rot.tobytes() for a in many}) > 1     # the orientations do differ
 
 
+def test_random_missets_per_image_keep_the_draw_cache_bounded(hkl, monkeypatch):
+    monkeypatch.setattr(PM, "DRAWS_MAX", 3)
+    sim = _sim(hkl, TRICLINIC + BASE + MOSAIC)
+    overrides = [{"misset_random": True, "misset_seed": s} for s in range(1, 9)] + [{"mosaic_seed": 3}]
+    many = sim.prepare_many(overrides)
+    (_T, draws), = sim._templates.values()
+    assert 1 <= len(draws) <= 3
+    for o, prep in zip(overrides, many):
+        _same(prep, sim.prepare(**o))
+
+
 def test_fast_fields_are_the_ones_the_kernel_reads_per_image():
     from nanobrag_numba.api import FIELDS
     assert PM.FAST_FIELDS <= set(FIELDS)
