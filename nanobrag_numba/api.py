@@ -154,6 +154,49 @@ def coerce_field(name: str, value: Any, tp=None, show: Callable[[Any], str] = re
     raise NanoBraggError("%s cannot be set (type %s)" % (name, _type_name(tp)))  # pragma: no cover
 
 
+def _plain_kind(tp):
+    """(kind, optional) of an annotation that :func:`_coerce_plain` handles, else (None, False)."""
+    optional = False
+    if typing.get_origin(tp) is typing.Union:
+        inner = [a for a in typing.get_args(tp) if a is not type(None)]
+        if len(inner) != 1:
+            return None, False
+        tp, optional = inner[0], True
+    if tp in (float, int, bool):
+        return tp, optional
+    if typing.get_origin(tp) is tuple and typing.get_args(tp) == (float, float, float):
+        return "vec3", optional
+    return None, False
+
+
+#: field name -> (kind, optional) for the values that need no conversion (see _coerce_plain)
+_PLAIN = {name: _plain_kind(tp) for name, tp in FIELD_TYPES.items()}
+_NOT_PLAIN = object()
+
+
+def _coerce_plain(name: str, value: Any) -> Any:
+    """What :func:`coerce_field` returns for a value already of the field's exact Python type, finite
+    (a float, an int in range, a bool, a tuple of 3 floats, None where allowed); ``_NOT_PLAIN`` otherwise.
+
+    The common case of ``render_many``'s per-image settings, without coerce_field's walk of the annotation.
+    """
+    kind, optional = _PLAIN.get(name, (None, False))
+    t = type(value)
+    if kind is None:
+        return _NOT_PLAIN
+    if value is None:
+        return None if optional else _NOT_PLAIN
+    if kind is float:
+        return value if t is float and math.isfinite(value) else _NOT_PLAIN
+    if kind is int:
+        return value if t is int and -INT64_MAX <= value <= INT64_MAX else _NOT_PLAIN
+    if kind is bool:
+        return value if t is bool else _NOT_PLAIN
+    if t is tuple and len(value) == 3 and all(type(x) is float and math.isfinite(x) for x in value):
+        return value
+    return _NOT_PLAIN
+
+
 def unknown_settings_message(unknown, extra=()) -> str:
     """``unknown setting 'x' (did you mean 'y'?)``, for one or more names."""
     import difflib
@@ -177,7 +220,11 @@ def check_settings(changes: Dict[str, Any], show: Callable[[Any], str] = repr) -
     if unknown:
         raise NanoBraggError(unknown_settings_message(unknown)
                              + ": settings are the fields of nanobrag_numba.Config (SI units)")
-    return {k: coerce_field(k, v, show=show) for k, v in changes.items()}
+    out = {}
+    for k, v in changes.items():
+        plain = _coerce_plain(k, v)
+        out[k] = coerce_field(k, v, show=show) if plain is _NOT_PLAIN else plain
+    return out
 
 
 def _check_device(device) -> str:
@@ -353,6 +400,7 @@ class Simulator:
         self.base = _check_config(base) if isinstance(base, Config) else config_from_flags(base)
         self.device = self.base.device if device is None else _check_device(device)
         self.log = _check_log(log) or (lambda s: None)
+        self._quiet = log is None  # no set-up lines to print: prepare_many may share the set-up of images
         self._hkl_cache = {}       # HKL tables read, by file
         self._hkl_device = {}      # and their copies on the GPU
 
@@ -363,15 +411,95 @@ class Simulator:
         Simulator; compiled kernels are shared by the whole process.
         ``device`` may be among the changes (default: the Simulator's).
         """
-        from .simulator import prepare
         if positional:
             raise NanoBraggError("settings are given by name, e.g. render(distance=0.1) or render(misset=(0, 0, 0.1)); "
                                  "got %d positional argument(s)" % len(positional))
         changes = check_settings(changes)
         changes.setdefault("device", self.device)
+        return self._prepare_checked(changes)
+
+    def _prepare_checked(self, changes):
+        """:meth:`prepare` of settings already checked (``check_settings``, ``device`` set)."""
+        from .simulator import prepare
         cfg = self.base.replace(**changes)
         return _guard(prepare, cfg, self.log, hkl_cache=self._hkl_cache, write_dump=False,
                       hkl_device=self._hkl_device)
+
+    def prepare_many(self, overrides_list, device: Optional[str] = None) -> list:
+        """:meth:`prepare` of many images at once: a list of prepared images, in order.
+
+        Each item equals ``prepare(**overrides)`` (tests/test_prepare_many.py),
+        but images that differ only in orientation, phi0, seeds or fluence
+        (``nanobrag_numba.prepare_many.FAST_FIELDS``) share one full set-up
+        and get their crystals and rotation tables computed together with
+        numpy (the same bits), so the set-up costs tens of microseconds per
+        image instead of milliseconds (``python -m bench.setup_many``).  A
+        Simulator with a ``log`` sets up every image in full (C's lines for
+        each).  Errors as in :meth:`render_many`, named
+        ``prepare_many: item N: ...``.
+        """
+        return self._prepare_list(overrides_list, device, "prepare_many")
+
+    def _prepare_each(self, overrides_list) -> list:
+        """``prepare(**overrides)`` of each dict: a Prepared or the NanoBraggError it raises, in order.
+
+        For the batch, whose jobs fail one by one; the set-up is shared as in
+        :meth:`prepare_many`.
+        """
+        from .prepare_many import prepare_checked
+        out: list = [None] * len(overrides_list)
+        checked, where = [], []
+        for i, changes in enumerate(overrides_list):
+            try:
+                changes = check_settings(changes)
+            except NanoBraggError as exc:
+                out[i] = exc
+                continue
+            changes.setdefault("device", self.device)
+            checked.append(changes)
+            where.append(i)
+        for i, prep in zip(where, prepare_checked(self, checked) if checked else []):
+            out[i] = prep
+        return out
+
+    def _prepare_list(self, overrides_list, device, what):
+        """The Prepared images of a list of settings; the first bad item (in order) raises its error."""
+        from .prepare_many import prepare_checked
+        if isinstance(overrides_list, (str, bytes, dict)) or not isinstance(overrides_list, (list, tuple)):
+            raise NanoBraggError("%s takes a list of dicts of settings (one per image), got %s"
+                                 % (what, type(overrides_list).__name__))
+        if not overrides_list:
+            raise NanoBraggError("%s needs at least one image: the list of settings is empty" % what)
+        if device is not None:
+            _check_device(device)
+        checked = []
+        first_bad = None          # the error of the first item that cannot even be checked, after which none is
+        for i, changes in enumerate(overrides_list):
+            if not isinstance(changes, dict):
+                first_bad = NanoBraggError("%s: item %d must be a dict of settings, got %s"
+                                           % (what, i, type(changes).__name__))
+                break
+            bad = [k for k in changes if not isinstance(k, str)]
+            if bad:
+                first_bad = NanoBraggError("%s: item %d: settings are named by strings, got %s"
+                                           % (what, i, _shown(bad[0])))
+                break
+            try:
+                if device is not None:
+                    changes = dict(changes, device=device)
+                changes = check_settings(changes)
+            except NanoBraggError as exc:
+                first_bad = NanoBraggError("%s: item %d: %s" % (what, i, exc))
+                break
+            changes.setdefault("device", self.device)
+            checked.append(changes)
+        preps = prepare_checked(self, checked) if checked else []
+        for i, prep in enumerate(preps):
+            if isinstance(prep, NanoBraggError):
+                raise NanoBraggError("%s: item %d: %s" % (what, i, prep)) from None
+        if first_bad is not None:
+            raise first_bad
+        return preps
 
     def render(self, *positional, **changes) -> Result:
         """Render one image; keyword arguments change Config fields (SI units), ``device`` included."""
@@ -420,6 +548,10 @@ class Simulator:
         whose interpolation left the HKL table gets C's switch-off second
         pass as a launch of its own, as :meth:`render` does.
 
+        The images are set up by :meth:`prepare_many`: those that differ
+        only in orientation, ``phi0``, seeds and fluence share one full
+        set-up (``beamsize`` and ``matfile`` changes get their own).
+
         Raises
         ------
         NanoBraggError
@@ -428,29 +560,7 @@ class Simulator:
             value (with the index of the image), or any error of
             :meth:`render` for one image.
         """
-        from .simulator import render_many
-        if isinstance(overrides_list, (str, bytes, dict)) or not isinstance(overrides_list, (list, tuple)):
-            raise NanoBraggError("render_many takes a list of dicts of settings (one per image), got %s"
-                                 % type(overrides_list).__name__)
-        if not overrides_list:
-            raise NanoBraggError("render_many needs at least one image: the list of settings is empty")
-        if device is not None:
-            _check_device(device)
-        preps = []
-        for i, changes in enumerate(overrides_list):
-            if not isinstance(changes, dict):
-                raise NanoBraggError("render_many: item %d must be a dict of settings, got %s"
-                                     % (i, type(changes).__name__))
-            bad = [k for k in changes if not isinstance(k, str)]
-            if bad:
-                raise NanoBraggError("render_many: item %d: settings are named by strings, got %s"
-                                     % (i, _shown(bad[0])))
-            try:
-                if device is not None:
-                    changes = dict(changes, device=device)
-                preps.append(self.prepare(**changes))
-            except NanoBraggError as exc:
-                raise NanoBraggError("render_many: item %d: %s" % (i, exc)) from None
+        preps = self._prepare_list(overrides_list, device, "render_many")
         return self.render_prepared(preps)
 
     def render_prepared(self, preps, device: Optional[str] = None, keep_device: bool = False) -> list:

@@ -1104,10 +1104,10 @@ class _Writer:
 def render_pipeline(ctx: dict, jobs: List[dict], sink: Callable[[dict], None]) -> None:
     """Render jobs K at a time through ``render_many`` and write them in a background thread.
 
-    Consecutive jobs are taken ``images_per_launch`` at a time; each is
-    prepared on its own (a job that cannot be set up gets its error record,
-    as in :func:`render_job`), the prepared ones are rendered together
-    (``Simulator.render_prepared``: one launch per compatible group), their
+    Consecutive jobs are taken ``images_per_launch`` at a time and prepared
+    together (``Simulator.prepare_many``'s shared set-up; a job that cannot
+    be set up gets its error record, as in :func:`render_job`), the
+    prepared ones are rendered together (``Simulator.render_prepared``: one launch per compatible group), their
     counter-based noise images drawn in one launch, and the finished images
     go to the writer thread while the next group renders.  The files and
     records are those of :func:`render_job`.
@@ -1127,11 +1127,16 @@ def render_pipeline(ctx: dict, jobs: List[dict], sink: Callable[[dict], None]) -
             i += len(group)
             errors: List[dict] = []
             ready = []
-            for job in group:
-                try:
-                    ready.append((job, sim.prepare(**job["overrides"])))
-                except Exception as exc:
-                    errors.append(_error_record(job, exc))
+            # one shared set-up for the group's orientations (Simulator.prepare_many); errors per job
+            try:
+                preps = sim._prepare_each([job["overrides"] for job in group])
+            except Exception as exc:
+                preps = [exc] * len(group)
+            for job, prep in zip(group, preps):
+                if isinstance(prep, BaseException):
+                    errors.append(_error_record(job, prep))
+                else:
+                    ready.append((job, prep))
             if k is None and ready:
                 prep = ready[0][1]
                 k = images_per_launch(ctx, prep.det.fpixels * prep.det.spixels,

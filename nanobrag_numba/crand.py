@@ -49,6 +49,13 @@ class CRandom:
         self.tab = _kc.new_table()
         self.fstate = _kc.new_fstate()
 
+    def copy(self) -> "CRandom":
+        """An independent generator in this one's state (the same draws follow)."""
+        new = CRandom.__new__(CRandom)
+        new.tab = self.tab.copy()
+        new.fstate = self.fstate.copy()
+        return new
+
     def reset(self) -> None:
         """Forget all state, as for a fresh C process."""
         self.tab[:] = 0

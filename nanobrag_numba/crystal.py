@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass
-from typing import Callable, Tuple
+from typing import Callable, NamedTuple, Tuple
 
 import numpy as np
 
@@ -142,6 +142,19 @@ def _cell_angles(log, title, names, vecs, lengths, dual_lengths, volume):
     return math.atan2(sin_a, cos_a), math.atan2(sin_b, cos_b), math.atan2(sin_g, cos_g)
 
 
+class CellStart(NamedTuple):
+    """The reciprocal cell before any misset (from ``-cell`` and/or the orientation matrix)."""
+
+    user_cell: bool
+    a0: float
+    b0: float
+    c0: float
+    V_cell_user: float
+    a_star: Tuple[float, float, float]
+    b_star: Tuple[float, float, float]
+    c_star: Tuple[float, float, float]
+
+
 def build_crystal(cfg: Config, crand, lambda0: float, distance: float, pixel_size: float,
                   log: Callable[[str], None]):
     """Cell vectors, orientation and size, printing C's lines.
@@ -151,6 +164,17 @@ def build_crystal(cfg: Config, crand, lambda0: float, distance: float, pixel_siz
     crystal : Crystal
     oversample : int
         ``cfg.oversample``, or C's recommendation when it is not given.
+    """
+    start = cell_start(cfg, lambda0, log)
+    return _orient_crystal(cfg, crand, lambda0, distance, pixel_size, log, start)
+
+
+def cell_start(cfg: Config, lambda0: float, log: Callable[[str], None]) -> CellStart:
+    """C's reciprocal cell from ``-cell`` (and its edges and volume), replaced by ``-mat``/``matrix`` if given.
+
+    The first half of :func:`build_crystal`: everything before the misset,
+    so it does not depend on the crystal's orientation (a batch of
+    orientations shares it, see ``nanobrag_numba.prepare_many``).
     """
     user_cell = cfg.cell is not None
     a0 = b0 = c0 = 0.0
@@ -209,7 +233,13 @@ def build_crystal(cfg: Config, crand, lambda0: float, distance: float, pixel_siz
         a_star, b_star, c_star = read_matrix(cfg.matfile, lambda0)
     if not user_cell and cfg.matfile is None and cfg.matrix is None:
         raise NanoBraggError("no unit cell: give -cell a b c alpha beta gamma or -mat FILE")
+    return CellStart(user_cell, a0, b0, c0, V_cell_user, a_star, b_star, c_star)
 
+
+def _orient_crystal(cfg: Config, crand, lambda0: float, distance: float, pixel_size: float,
+                    log: Callable[[str], None], start: CellStart):
+    """The second half of :func:`build_crystal`: misset, real-space cell, size and oversampling."""
+    user_cell, a0, b0, c0, V_cell_user, a_star, b_star, c_star = start
     misset = cfg.misset
     if cfg.misset_random:
         umat, misset = crand.random_misset(cfg.misset_seed)

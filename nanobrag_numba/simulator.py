@@ -246,12 +246,8 @@ def prepare(cfg: Config, log: Callable[[str], None] = print, crand=None, hkl_cac
             log("reading %s" % path)
 
     # fluence from flux; the beam clips the sample
-    fluence, flux, exposure, beamsize = cfg.fluence, cfg.flux, cfg.exposure, cfg.beamsize
+    fluence, beamsize = beam_fluence(cfg), cfg.beamsize
     sample_y, sample_z = cfg.sample_y, cfg.sample_z
-    if flux != 0.0 and exposure > 0.0 and beamsize >= 0:
-        if beamsize == 0.0:
-            raise NanoBraggError("-beamsize 0 with -flux gives an infinite fluence")
-        fluence = flux * exposure / beamsize / beamsize
     if beamsize >= 0:
         if beamsize < sample_y:
             log("WARNING: clipping sample (%g m high) with beam (%g m)" % (sample_y, beamsize))
@@ -343,8 +339,7 @@ def prepare(cfg: Config, log: Callable[[str], None] = print, crand=None, hkl_cac
 
     _print_summary(cfg, det, xtal, sampling, table, fluence, oversample, divsteps, nsources, log)
 
-    I_bg = (WATER_F * WATER_F * R_E_SQR * fluence * cfg.water_size * cfg.water_size * cfg.water_size
-            * 1e6 * AVOGADRO / WATER_MW)
+    I_bg = water_photons(cfg, fluence)
     _collect_notes(cfg, sampling, oversample, nsources, notes)
 
     if table is not None and table.hkls != 0:
@@ -399,6 +394,22 @@ def prepare(cfg: Config, log: Callable[[str], None] = print, crand=None, hkl_cac
         first = first_phi_loop_pixel(params, sources, prep.mask)
         prep.params = params._replace(first_phi_pixel=first)
     return prep
+
+
+def beam_fluence(cfg: Config) -> float:
+    """Photons per m^2: ``-fluence``, or ``-flux`` x ``-exposure`` / ``-beamsize``^2 when those are given (C)."""
+    fluence, flux, exposure, beamsize = cfg.fluence, cfg.flux, cfg.exposure, cfg.beamsize
+    if flux != 0.0 and exposure > 0.0 and beamsize >= 0:
+        if beamsize == 0.0:
+            raise NanoBraggError("-beamsize 0 with -flux gives an infinite fluence")
+        fluence = flux * exposure / beamsize / beamsize
+    return fluence
+
+
+def water_photons(cfg: Config, fluence: float) -> float:
+    """C's ``I_bg``: the photons per steradian of the ``-water`` droplet at this fluence."""
+    return (WATER_F * WATER_F * R_E_SQR * fluence * cfg.water_size * cfg.water_size * cfg.water_size
+            * 1e6 * AVOGADRO / WATER_MW)
 
 
 def memory_bytes() -> Optional[int]:

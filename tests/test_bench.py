@@ -117,3 +117,13 @@ def test_explicit_name_overwrites_only_with_force_when_committed(tmp_path, capsy
     assert not run.is_committed(str(mine))
     args = run.parse_args(["--name", "x", "--json", str(mine), "--markdown", str(tmp_path / "mine.md")])
     assert args.json == str(mine)
+
+
+def test_setup_many_benchmark_runs_and_both_methods_are_timed(small_hkl, tmp_path):
+    from bench import setup_many
+    lines = []
+    r = setup_many.measure(k=3, images=6, repeat=1, hkl=small_hkl, log=lines.append)
+    assert r["images"] == 6 and r["images_per_launch"] == 3 and "-mosaic_domains 5" in r["flags"]
+    for name in ("prepare", "prepare_many"):
+        assert r[name]["cpu_ms_per_image"] > 0 and r[name]["images_per_second_cpu"] > 0
+    assert len(lines) == 2 and "| `prepare_many` |" in setup_many.markdown(r)
