@@ -142,8 +142,8 @@ def coerce_field(name: str, value: Any, tp=None, show: Callable[[Any], str] = re
         many = len(args) == 2 and args[1] is Ellipsis
         kinds = {args[0]} if many else set(args)
         noun = "whole numbers" if kinds == {int} else ("strings" if kinds == {str} else "numbers")
-        if isinstance(value, np.ndarray) and value.ndim == 1:
-            value = value.tolist()
+        if isinstance(value, np.ndarray) and value.ndim >= 1:
+            value = value.tolist()      # a 2-D array for the (wavelength, weight) pairs of ``spectrum``
         if not isinstance(value, (list, tuple)):
             raise bad("a list of %s" % noun if many else "a list of %d %s" % (len(args), noun))
         if many:
@@ -368,6 +368,11 @@ class Simulator:
                                  "got %d positional argument(s)" % len(positional))
         changes = check_settings(changes)
         changes.setdefault("device", self.device)
+        # a spectrum given one way replaces the base's spectrum given the other way (file or pairs)
+        if changes.get("spectrum") is not None and "spectrumfile" not in changes:
+            changes["spectrumfile"] = None
+        if changes.get("spectrumfile") is not None and "spectrum" not in changes:
+            changes["spectrum"] = None
         cfg = self.base.replace(**changes)
         return _guard(prepare, cfg, self.log, hkl_cache=self._hkl_cache, write_dump=False,
                       hkl_device=self._hkl_device)
