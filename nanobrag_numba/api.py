@@ -142,8 +142,10 @@ def coerce_field(name: str, value: Any, tp=None, show: Callable[[Any], str] = re
         many = len(args) == 2 and args[1] is Ellipsis
         kinds = {args[0]} if many else set(args)
         noun = "whole numbers" if kinds == {int} else ("strings" if kinds == {str} else "numbers")
-        if isinstance(value, np.ndarray) and value.ndim >= 1:
-            value = value.tolist()      # a 2-D array for the (wavelength, weight) pairs of ``spectrum``
+        # a 2-D array only for a list of lists (the (wavelength, weight) pairs of ``spectrum``)
+        if isinstance(value, np.ndarray) and (value.ndim == 1 or (value.ndim == 2 and many
+                                                                   and typing.get_origin(args[0]) is tuple)):
+            value = value.tolist()
         if not isinstance(value, (list, tuple)):
             raise bad("a list of %s" % noun if many else "a list of %d %s" % (len(args), noun))
         if many:

@@ -307,3 +307,15 @@ def test_cuda_simulator_matches_cpu_for_weighted_sources(tmp_path):
         os.chdir(cwd)
     assert (prep.sources[:, 4] != 1.0).any() and rows[0].max() > 0
     assert np.allclose(sim_rows, rows, rtol=1e-12, atol=0)
+
+
+def test_nxmx_spectrum_carries_the_weights(tmp_path):
+    h5py = pytest.importorskip("h5py")
+    sim = nb.Simulator(BASE, device="cpu")
+    res = sim.render(spectrum=tuple((lam / 1e10, w) for lam, w in SPECTRUM))
+    nb.write_nxs(tmp_path / "s.nxs", res, float_images=False)
+    total = sum(w for _, w in SPECTRUM)
+    with h5py.File(tmp_path / "s.nxs", "r") as f:
+        spec = f["entry/instrument/beam/incident_wavelength_spectrum"]
+        assert spec["wavelength"][()] == pytest.approx([lam for lam, _ in SPECTRUM])
+        assert spec["weight"][()] == pytest.approx([w / total for _, w in SPECTRUM], rel=1e-12)
