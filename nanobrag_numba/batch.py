@@ -225,7 +225,9 @@ def resolve_job(obj: Any) -> Tuple[Dict[str, Any], Any, Optional[str]]:
     obj : object
         A parsed JSON value; it must be an object whose keys are Config
         field names (SI units), ``misset_deg`` (three angles in degrees, as
-        ``-misset``), ``phi_deg`` (degrees, as ``-phi``), ``id`` or ``name``.
+        ``-misset``), ``phi_deg`` (degrees, as ``-phi``), ``spectrum_A``
+        (``[[wavelength A, weight], ...]``, converted as ``-spectrum`` converts
+        its file), ``id`` or ``name``.
 
     Returns
     -------

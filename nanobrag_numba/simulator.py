@@ -298,6 +298,8 @@ def prepare(cfg: Config, log: Callable[[str], None] = print, crand=None, hkl_cac
         kernels.append(("crand", "mosaic_rotation_umat"))
         _cache.announce_compile(entry_points=kernels)   # the random orientation is drawn by a kernel
     xtal, oversample = X.build_crystal(cfg_eff, crand, cfg.lambda0, det.distance, det.pixel_size, log)
+    if cfg.spectrumfile is not None:
+        log("reading %s" % cfg.spectrumfile)
     spectrum = spectrum_pairs(cfg.spectrumfile, cfg.spectrum)
     check_tables(det, cfg, sampling, len(spectrum) if spectrum is not None else None)
     mask = _load_mask(cfg, det)
@@ -321,8 +323,6 @@ def prepare(cfg: Config, log: Callable[[str], None] = print, crand=None, hkl_cac
     for t, phi in enumerate(phis):
         log("phi%d = %g" % (t, phi * RTD))
 
-    if cfg.spectrumfile is not None:
-        log("reading %s" % cfg.spectrumfile)
     table_src, weights, divsteps = build_sources(
         cfg.sourcefile, det.beam, det.polar, det.vert, cfg.lambda0,
         (sampling.hdivrange, sampling.hdivstep, sampling.hdivsteps,

@@ -249,12 +249,22 @@ def _fails(capsys, args, *needles):
     ("1.0 0\n1.1 0\n", ("every weight is 0",)),
     ("# only a comment\n\n", ("no data lines in s.txt",)),
     ("1.0 1\n\x00\x01\x02 1\n", ("line 2", "is not a number")),
+    ("1_0 1\n", ("line 1", "'1_0' is not a number")),
+    ("1.0 1e999\n", ("line 1", "'1e999' is not a finite number")),
 ])
 def test_bad_spectrum_files(text, needles, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "s.txt").write_text(text)
     _fails(capsys, BASE + ["-spectrum", "s.txt", "-device", "cpu"], *needles)
     assert sorted(os.listdir(tmp_path)) == ["s.txt"]        # nothing written
+
+
+def test_spectrum_file_layout(tmp_path):
+    from nanobrag_numba.io.textcols import read_spectrum
+    (tmp_path / "s.txt").write_bytes(b"# lambda weight\r\n\r\n  1.0,\t0.5  # a comment\r\n"
+                                     b"   # indented comment\n1.1 , 2\n1.2 0")
+    pairs, lines = read_spectrum(tmp_path / "s.txt")
+    assert pairs == [(1.0, 0.5), (1.1, 2.0), (1.2, 0.0)] and lines == [3, 5, 6]
 
 
 def test_spectrum_conflicts_and_missing_file(tmp_path, monkeypatch, capsys):

@@ -246,12 +246,13 @@ def read_spectrum(path):
                                  f"got {len(fields)}: {_quote(line)}")
         values = []
         for field in fields:
-            try:
-                v = float(field)
-            except ValueError:
-                raise NanoBraggError(f"{path}, line {lineno}: {field[:40]!r} is not a number: {_quote(line)}") \
-                    from None
-            if not math.isfinite(v):
+            if _SPECIAL_RE.fullmatch(field):
+                raise NanoBraggError(f"{path}, line {lineno}: {field[:40]!r} is not a finite number: "
+                                     f"{_quote(line)}")
+            if not _DEC_RE.fullmatch(field):
+                raise NanoBraggError(f"{path}, line {lineno}: {field[:40]!r} is not a number: {_quote(line)}")
+            v = float(field)
+            if not math.isfinite(v):        # 1e999
                 raise NanoBraggError(f"{path}, line {lineno}: {field[:40]!r} is not a finite number: "
                                      f"{_quote(line)}")
             values.append(v)
