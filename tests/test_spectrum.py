@@ -329,3 +329,12 @@ def test_nxmx_spectrum_carries_the_weights(tmp_path):
         spec = f["entry/instrument/beam/incident_wavelength_spectrum"]
         assert spec["wavelength"][()] == pytest.approx([lam for lam, _ in SPECTRUM])
         assert spec["weight"][()] == pytest.approx([w / total for _, w in SPECTRUM], rel=1e-12)
+
+
+def test_compare_names_the_weights_as_a_corrected_behaviour(tmp_path):
+    from nanobrag_numba.compare import corrected_behaviours
+    sim = nb.Simulator(BASE, device="cpu")
+    weighted = write_sources(tmp_path / "w.txt", SOURCES)
+    assert corrected_behaviours(sim.prepare(sourcefile=weighted)) == ["source_weights_ignored"]
+    assert corrected_behaviours(sim.prepare(sourcefile=write_sources(tmp_path / "u.txt", SOURCES, 1.0))) == []
+    assert corrected_behaviours(nb.Simulator(BASE + ["-c_quirks"], device="cpu").prepare(sourcefile=weighted)) == []
