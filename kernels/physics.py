@@ -19,9 +19,11 @@ Arguments shared by the kernels
 -------------------------------
 p : KParams
     Scalars (see ``KParams`` for the fields).
-sources : float64[nsources, 4]
-    Unit vector from the sample to each source (x, y, z) and its wavelength
-    (m).  The incident beam is minus that vector, as in C.
+sources : float64[nsources, 5]
+    Unit vector from the sample to each source (x, y, z), its wavelength
+    (m) and its weight (1.0 unless the sources are weighted: see
+    ``nanobrag_numba.sources.kernel_sources``; the ``-c_quirks`` sum does not
+    read it).  The incident beam is minus that vector, as in C.
 rot : float64[nrot, mosaic_domains, 9]
     Cell vectors a, b, c (m) after the spindle rotation of a phi step and the
     mosaic rotation of a domain.  Entry ``nrot - 1`` is the unrotated cell
@@ -574,7 +576,8 @@ def _render_pixel(p, spixel, fpixel, sources, rot, phi_map, phi_map_first, Fhkl,
                                     if ovs_omega:
                                         I *= omega_pixel
                                 else:
-                                    term = F_cell * F_cell * F_latt * F_latt
+                                    # the source's weight (sources[:, 4]: 1.0 unless weighted, kernel_sources)
+                                    term = F_cell * F_cell * F_latt * F_latt * sources[source, 4]
                                     if thick_weighted or ovs_thick:
                                         term *= capture
                                     if ovs_polar:

@@ -212,16 +212,19 @@ def _nanobragg_setup(cfg, log):
     """Detector, sources and sampling of a nanoBragg Config (no HKL file is read)."""
     from .geometry import setup_detector
     from .simulator import resolve_sampling
-    from .sources import build_sources
+    from .sources import build_sources, kernel_sources, spectrum_pairs
     cfg.validate()
     notes = []
     sampling = []
     det = setup_detector(cfg, log, notes, between=lambda: sampling.append(resolve_sampling(cfg, log, notes)))
     s = sampling[0]
-    table, _w, _d = build_sources(cfg.sourcefile, det.beam, det.polar, det.vert, cfg.lambda0,
-                                  (s.hdivrange, s.hdivstep, s.hdivsteps, s.vdivrange, s.vdivstep, s.vdivsteps),
-                                  (s.dispersion, s.dispstep, s.dispsteps), cfg.round_div, log)
-    return det, table
+    table, w, _d = build_sources(cfg.sourcefile, det.beam, det.polar, det.vert, cfg.lambda0,
+                                 (s.hdivrange, s.hdivstep, s.hdivsteps, s.vdivrange, s.vdivstep, s.vdivsteps),
+                                 (s.dispersion, s.dispstep, s.dispsteps), cfg.round_div, log,
+                                 spectrum=spectrum_pairs(cfg.spectrumfile, cfg.spectrum),
+                                 check_weights=not cfg.c_quirks)
+    # the sources weighted as the image weights them (nanoBragg: equal under -c_quirks)
+    return det, kernel_sources(table, w, cfg.c_quirks)
 
 
 def background(config_or_flags, stol, *, thickness_mm: Optional[float] = None, density: Optional[float] = None,
@@ -290,7 +293,7 @@ def background(config_or_flags, stol, *, thickness_mm: Optional[float] = None, d
     if isinstance(config_or_flags, Config):
         cfg = config_or_flags
         det, sources = _nanobragg_setup(cfg, log)
-        weights = np.ones(sources.shape[0])
+        weights = np.ascontiguousarray(sources[:, 4])
         sample = [1e-4, 1e-4, 1e-4]
         if thickness_mm is not None:
             sample[0] = thickness_mm / 1000.0

@@ -142,7 +142,9 @@ def coerce_field(name: str, value: Any, tp=None, show: Callable[[Any], str] = re
         many = len(args) == 2 and args[1] is Ellipsis
         kinds = {args[0]} if many else set(args)
         noun = "whole numbers" if kinds == {int} else ("strings" if kinds == {str} else "numbers")
-        if isinstance(value, np.ndarray) and value.ndim == 1:
+        # a 2-D array only for a list of lists (the (wavelength, weight) pairs of ``spectrum``)
+        if isinstance(value, np.ndarray) and (value.ndim == 1 or (value.ndim == 2 and many
+                                                                   and typing.get_origin(args[0]) is tuple)):
             value = value.tolist()
         if not isinstance(value, (list, tuple)):
             raise bad("a list of %s" % noun if many else "a list of %d %s" % (len(args), noun))
@@ -421,6 +423,11 @@ class Simulator:
     def _prepare_checked(self, changes):
         """:meth:`prepare` of settings already checked (``check_settings``, ``device`` set)."""
         from .simulator import prepare
+        # a spectrum given one way replaces the base's spectrum given the other way (file or pairs)
+        if changes.get("spectrum") is not None and "spectrumfile" not in changes:
+            changes = dict(changes, spectrumfile=None)
+        if changes.get("spectrumfile") is not None and "spectrum" not in changes:
+            changes = dict(changes, spectrum=None)
         cfg = self.base.replace(**changes)
         return _guard(prepare, cfg, self.log, hkl_cache=self._hkl_cache, write_dump=False,
                       hkl_device=self._hkl_device)

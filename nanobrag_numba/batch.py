@@ -55,7 +55,7 @@ NXS_SERIES = "series.nxs"
 NOISE_DIR = "noise"            # the noise images: noise/NAME.img (the frame number stays last)
 MAX_JOB_MEMORY_SHARE = 0.5     # the job list may use at most this share of the available memory
 JOB_BYTES = 8192               # memory per job while a batch runs (job, payload, record), measured ~4 KB
-CONVENIENCE_KEYS = ("misset_deg", "phi_deg")
+CONVENIENCE_KEYS = ("misset_deg", "phi_deg", "spectrum_A")
 LABEL_KEYS = ("id", "name")
 ORIENTATION_METHODS = ("uniform", "c")
 DEFAULT_CHUNK = 4
@@ -102,7 +102,8 @@ def _is_number(word: str) -> bool:
 
 # Config fields that name input files: made absolute so that workers in
 # other folders find them.
-PATH_FIELDS = ("hklfile", "matfile", "stolfile", "sourcefile", "imgfile", "maskfile", "background_stol")
+PATH_FIELDS = ("hklfile", "matfile", "stolfile", "sourcefile", "spectrumfile", "imgfile", "maskfile",
+               "background_stol")
 
 _FIELDS = tuple(f.name for f in dataclasses.fields(Config))
 
@@ -226,7 +227,9 @@ def resolve_job(obj: Any) -> Tuple[Dict[str, Any], Any, Optional[str]]:
     obj : object
         A parsed JSON value; it must be an object whose keys are Config
         field names (SI units), ``misset_deg`` (three angles in degrees, as
-        ``-misset``), ``phi_deg`` (degrees, as ``-phi``), ``id`` or ``name``.
+        ``-misset``), ``phi_deg`` (degrees, as ``-phi``), ``spectrum_A``
+        (``[[wavelength A, weight], ...]``, converted as ``-spectrum`` converts
+        its file), ``id`` or ``name``.
 
     Returns
     -------
@@ -256,8 +259,8 @@ def resolve_job(obj: Any) -> Tuple[Dict[str, Any], Any, Optional[str]]:
         for k in unknown:
             close = difflib.get_close_matches(k, list(_FIELDS) + list(CONVENIENCE_KEYS), n=1)
             hints.append("%r%s" % (k, " (did you mean %r?)" % close[0] if close else ""))
-        raise JobError("unknown key %s: keys are Config field names (SI units), misset_deg, phi_deg, id "
-                       "and name" % ", ".join(hints))
+        raise JobError("unknown key %s: keys are Config field names (SI units), misset_deg, phi_deg, "
+                       "spectrum_A, id and name" % ", ".join(hints))
     for k, v in obj.items():
         if k in LABEL_KEYS or k in CONVENIENCE_KEYS:
             continue
@@ -272,6 +275,13 @@ def resolve_job(obj: Any) -> Tuple[Dict[str, Any], Any, Optional[str]]:
         if "phi0" in obj:
             raise JobError("give phi0 (radians) or phi_deg (degrees), not both")
         out["phi0"] = float(_angles("phi_deg", obj["phi_deg"], 1)) / RTD
+    if "spectrum_A" in obj:
+        if "spectrum" in obj:
+            raise JobError("give spectrum (metres) or spectrum_A (Angstrom), not both")
+        pairs = coerce_value("spectrum", obj["spectrum_A"])
+        if pairs is not None:       # converted as -spectrum converts its file: the same numbers, the same image
+            pairs = tuple((lam / 1.0e10, w) for lam, w in pairs)
+        out["spectrum"] = pairs
     if out.get("misset") is not None and "misset_random" not in obj:
         out["misset_random"] = False
     name = obj.get("name")

@@ -87,6 +87,7 @@ class Config:
     dumpfile: str = "Fdump.bin"
     stolfile: Optional[str] = None
     sourcefile: Optional[str] = None
+    spectrumfile: Optional[str] = None     # -spectrum: lines of 'wavelength(A) weight' (this port)
     imgfile: Optional[str] = None
     maskfile: Optional[str] = None
 
@@ -121,6 +122,7 @@ class Config:
     lambda0: float = 1.0e-10
     dispersion: float = 0.0                # fraction (C divides the % by 100)
     dispsteps: int = -1
+    spectrum: Optional[Tuple[Tuple[float, float], ...]] = None  # (wavelength m, weight) pairs (this port)
     hdivrange: float = -1.0                # radians
     vdivrange: float = -1.0
     hdivstep: float = -1.0
@@ -296,6 +298,16 @@ class Config:
             raise NanoBraggError("unknown precision %r (use double or single)" % self.precision)
         if self.fluence < 0 or not math.isfinite(self.fluence):
             raise NanoBraggError("fluence must be a finite positive number, got %g" % self.fluence)
+        if self.spectrum is not None or self.spectrumfile is not None:
+            given = "-spectrum" if self.spectrumfile is not None else "a spectrum"
+            if self.spectrum is not None and self.spectrumfile is not None:
+                raise NanoBraggError("give the spectrum as a file (spectrumfile, -spectrum) or as pairs "
+                                     "(spectrum), not both")
+            if self.sourcefile is not None:
+                raise NanoBraggError("%s and -sourcefile both give the wavelengths: use one (a source file "
+                                     "row has its own wavelength and weight)" % given)
+            if self.dispersion != 0.0 or self.dispsteps > 1:
+                raise NanoBraggError("%s replaces -dispersion/-dispsteps: give one or the other" % given)
         if self.background_MW == 0.0:
             raise NanoBraggError("-background_MW 0: the molecular weight must not be zero (g/mol)")
         if self.mosaic_domains > 100000:

@@ -486,8 +486,8 @@ _f("-4stol", N_, "read, no effect on the images (as in C)", match="-4stol/6", ki
    metavar="FILE", doc="stolfile (noted: no effect)")
 _f("-Q", N_, "read, no effect on the images (as in C)", match="-Q/2", kind="str", apply=_apply_stol,
    metavar="FILE", doc="stolfile (noted: no effect)")
-_f("-sourcefile", B_, "sources, lines of 'X Y Z weight lambda(m)' (weights are not used, as in C)", kind="str",
-   fields=("sourcefile",), metavar="FILE")
+_f("-sourcefile", B_, "sources, lines of 'X Y Z weight lambda(m)' (each source counts in proportion to its "
+   "weight; -c_quirks: equally, as C)", kind="str", fields=("sourcefile",), metavar="FILE")
 _f("-floatfile", O_, "raw float32 image (floatimage.bin)", aliases="-floatimage", match="-floatfile -floatimage",
    kind="str", fields=("floatfile",), metavar="FILE")
 _f("-intfile", O_, "SMV image without noise (intimage.img)", aliases="-intimage", match="-intfile -intimage",
@@ -559,6 +559,9 @@ _f("-precision", P_, "double (default, C parity) or single (GPU speed)", kind="s
    apply=_lower("precision"), metavar="P", doc="precision = P (lower case)")
 _f("-trace_pixel", P_, "print every factor of pixel SLOW FAST as TRACE_PY lines", nargs=2, c_flag=False,
    apply=_pixel_pair("trace_pixel", False), metavar="N", doc="trace_pixel = (SLOW, FAST)")
+_f("-spectrum", B_, "wavelengths and weights, lines of 'lambda(A) weight' ('#' comments); replaces "
+   "-dispersion, combined with the divergence (docs/differences.md)", kind="str", fields=("spectrumfile",),
+   c_flag=False, metavar="FILE")
 _f("-background", P_, "add an amorphous background (nonBragg's physics) from a table of sin(theta)/lambda "
    "(1/A) and F", kind="str", fields=("background_stol",), c_flag=False, metavar="FILE")
 _f("-background_thick", P_, "thickness of the -background layer along the beam (mm, default 0.1)",

@@ -229,7 +229,7 @@ def prepare(cfg: Config, log: Callable[[str], None] = print, crand=None, hkl_cac
     """
     from .crand import CRandom
     from .kernels.physics import SHAPES_CODE, make_kparams
-    from .sources import build_sources
+    from .sources import build_sources, kernel_sources, spectrum_pairs
 
     cfg.validate()
     now = _seed_now()
@@ -294,7 +294,10 @@ def prepare(cfg: Config, log: Callable[[str], None] = print, crand=None, hkl_cac
         kernels.append(("crand", "mosaic_rotation_umat"))
         _cache.announce_compile(entry_points=kernels)   # the random orientation is drawn by a kernel
     xtal, oversample = X.build_crystal(cfg_eff, crand, cfg.lambda0, det.distance, det.pixel_size, log)
-    check_tables(det, cfg, sampling)
+    if cfg.spectrumfile is not None:
+        log("reading %s" % cfg.spectrumfile)
+    spectrum = spectrum_pairs(cfg.spectrumfile, cfg.spectrum)
+    check_tables(det, cfg, sampling, len(spectrum) if spectrum is not None else None)
     mask = _load_mask(cfg, det)
 
     table, dump_pending = _load_structure_factors(cfg, log, hkl_cache, write_dump)
@@ -316,15 +319,17 @@ def prepare(cfg: Config, log: Callable[[str], None] = print, crand=None, hkl_cac
     for t, phi in enumerate(phis):
         log("phi%d = %g" % (t, phi * RTD))
 
-    sources, weights, divsteps = build_sources(
+    table_src, weights, divsteps = build_sources(
         cfg.sourcefile, det.beam, det.polar, det.vert, cfg.lambda0,
         (sampling.hdivrange, sampling.hdivstep, sampling.hdivsteps,
          sampling.vdivrange, sampling.vdivstep, sampling.vdivsteps),
-        (sampling.dispersion, sampling.dispstep, sampling.dispsteps), cfg.round_div, log)
-    if cfg.sourcefile is not None and len(np.unique(weights)) > 1:
+        (sampling.dispersion, sampling.dispstep, sampling.dispsteps), cfg.round_div, log,
+        spectrum=spectrum, check_weights=not cfg.c_quirks)
+    # default mode: each source counts in proportion to its weight; -c_quirks: equally, as C
+    sources = kernel_sources(table_src, weights, cfg.c_quirks)
+    if cfg.c_quirks and len(np.unique(weights)) > 1:
         notes.append(("source_weights_ignored",
-                      "the weight column of %s is not used: every source counts equally, as in C"
-                      % cfg.sourcefile))
+                      "the source weights are not used (-c_quirks): every source counts equally, as in C"))
 
     _cache.announce_compile(entry_points=kernels)   # the first kernel may run here: say so when it has to compile
     umats = crand.mosaic_umats(sampling.mosaic_spread, sampling.mosaic_domains, cfg.mosaic_seed)
@@ -452,7 +457,7 @@ def check_memory(det: Detector, cfg: Config):
                                                                      need / 2 ** 30, have / 2 ** 30))
 
 
-def check_tables(det: Detector, cfg: Config, s: Sampling):
+def check_tables(det: Detector, cfg: Config, s: Sampling, nlambdas: Optional[int] = None):
     """Refuse settings whose tables cannot fit in memory, before building any of them.
 
     C loops over sources, phi steps and mosaic domains in constant memory;
@@ -466,11 +471,14 @@ def check_tables(det: Detector, cfg: Config, s: Sampling):
         return
     tables = []
     if cfg.sourcefile is None:
-        nsrc = s.hdivsteps * s.vdivsteps * s.dispsteps
+        nwave = s.dispsteps if nlambdas is None else nlambdas
+        nsrc = s.hdivsteps * s.vdivsteps * nwave
         flags = []
         if s.hdivsteps > 1 or s.vdivsteps > 1:
             flags.append("-hdivsteps %d x -vdivsteps %d" % (s.hdivsteps, s.vdivsteps))
-        if s.dispsteps > 1:
+        if nlambdas is not None:
+            flags.append("%d spectrum wavelengths" % nlambdas)
+        elif s.dispsteps > 1:
             flags.append("-dispsteps %d" % s.dispsteps)
         tables.append(("%d sources (%s)" % (nsrc, " x ".join(flags) or "one"), nsrc * SOURCE_BYTES))
     tables.append(("%d phi steps (-phisteps %d)" % (s.phisteps, s.phisteps), s.phisteps * PHI_BYTES))
@@ -567,7 +575,11 @@ def _print_summary(cfg, det, xtal, s, table, fluence, oversample, divsteps, nsou
     shape = {"ROUND": "ellipsoidal", "SQUARE": "parallelpiped", "GAUSS": "gaussian",
              "TOPHAT": "tophat-spot"}[cfg.xtal_shape]
     log("  %s xtal: %.0fx%.0fx%.0f cells" % (shape, xtal.Na, xtal.Nb, xtal.Nc))
-    log("  wave=%g meters +/- %g%% in %d steps" % (cfg.lambda0, s.dispersion * 100, s.dispsteps))
+    if cfg.spectrum is not None or cfg.spectrumfile is not None:
+        log("  spectrum of %d wavelengths (-lambda %g meters is the nominal one, in headers)"
+            % (nsources // max(divsteps, 1), cfg.lambda0))
+    else:
+        log("  wave=%g meters +/- %g%% in %d steps" % (cfg.lambda0, s.dispersion * 100, s.dispsteps))
     if cfg.nopolar:
         log("  polarization effect disabled")
     else:
@@ -828,7 +840,7 @@ def amorphous_background(prep: Prepared, backend: str = "cpu") -> np.ndarray:
 
     The layer is ``-background_thick`` along the beam and 0.1 mm wide and
     high, clipped to the beam size (nonBragg's sample), of ``-background_density``
-    and ``-background_MW``; every source counts once, as in nanoBragg.  Pixels
+    and ``-background_MW``; every source counts with its weight, as in the image.  Pixels
     outside the ROI or the mask get none.
     """
     from .amorphous import bg_params, molecule_count, render_rows, R_E_SQR
@@ -838,7 +850,8 @@ def amorphous_background(prep: Prepared, backend: str = "cpu") -> np.ndarray:
     nsources = prep.sources.shape[0]
     params = bg_params(det, prep.oversample, cfg.point_pixel, cfg.curved_detector, cfg.nopolar,
                        cfg.polarization, nsources, table.nstols)
-    rows = render_rows(params, prep.sources, np.ones(nsources), table, full=False, device=backend)
+    rows = render_rows(params, prep.sources, np.ascontiguousarray(prep.sources[:, 4]), table, full=False,
+                       device=backend)
     bg = rows[0] * R_E_SQR * prep.fluence * molecules / (nsources * prep.oversample * prep.oversample)
     if prep.params.use_mask:
         bg = np.where(prep.mask != 0, bg, 0.0)
@@ -1047,7 +1060,7 @@ _OUTPUT_FLAGS = (("-floatfile", "floatfile"), ("-intfile", "intfile"), ("-pgmfil
                  ("-nxsfile", "nxsfile"), ("-nxsnoisefile", "nxsnoisefile"))
 _NOISE_OUTPUTS = ("noisefile", "cbfnoisefile", "nxsnoisefile")     # written only with the noise on
 _INPUT_FLAGS = (("-hkl", "hklfile"), ("-mat", "matfile"), ("-mask", "maskfile"), ("-img", "imgfile"),
-                ("-sourcefile", "sourcefile"), ("-stol", "stolfile"), ("-background", "background_stol"))
+                ("-sourcefile", "sourcefile"), ("-spectrum", "spectrumfile"), ("-stol", "stolfile"), ("-background", "background_stol"))
 
 
 def _output_files(cfg: Config, dumpfile: Optional[str]):

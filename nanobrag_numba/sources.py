@@ -1,11 +1,18 @@
-"""X-ray sources: beam divergence and spectral dispersion, or a source file.
+"""X-ray sources: beam divergence and spectral dispersion, a spectrum, or a source file.
 
 Builds the table of unit source directions and wavelengths that the kernels
 loop over, with C's arithmetic and C's printed lines.  A source file holds
-``X Y Z weight lambda`` per line (lambda in metres); as in C the weights are
-read but every source counts equally (see docs/differences.md).  Unlike C,
-a field that is not a number (C reads it as 0), an infinite value, a source
-at the sample position and a wavelength <= 0 are errors naming the line.
+``X Y Z weight lambda`` per line (lambda in metres).  C reads the weights
+and lets every source count equally; here (:func:`kernel_sources`) each
+source counts in proportion to its weight, the weights scaled to sum to the
+number of sources so that the single ``/steps`` normalisation keeps the
+total fluence, and ``-c_quirks`` keeps C's equal weights (see
+docs/differences.md).  A spectrum (``-spectrum FILE`` or the ``spectrum``
+setting: wavelengths with weights) replaces the ``-dispersion`` wavelengths:
+each divergence direction is combined with each wavelength of the spectrum,
+with the wavelength's weight.  Unlike C, a field that is not a number (C
+reads it as 0), an infinite value, a source at the sample position and a
+wavelength <= 0 are errors naming the line.
 """
 from __future__ import annotations
 
@@ -29,8 +36,55 @@ def _div(a, b):
     return a / b
 
 
+def spectrum_pairs(spectrumfile=None, spectrum=None):
+    """The spectrum as ``[(wavelength m, weight)]``, or None without one.
+
+    ``spectrumfile`` is read with :func:`nanobrag_numba.io.textcols.read_spectrum`
+    (wavelengths in A, converted as ``-lambda`` converts: ``/1e10``);
+    ``spectrum`` holds the pairs in metres (the Config setting).  Every
+    wavelength must be > 0, every weight >= 0 and one weight > 0.
+    """
+    if spectrumfile is not None:
+        from .io.textcols import read_spectrum
+        pairs, _lines = read_spectrum(spectrumfile)
+        return [(lam / 1.0e10, w) for lam, w in pairs]
+    if spectrum is None:
+        return None
+    pairs = [(float(lam), float(w)) for lam, w in spectrum]
+    if not pairs:
+        raise NanoBraggError("spectrum is empty: give at least one (wavelength in m, weight) pair")
+    for i, (lam, w) in enumerate(pairs):
+        if not (lam > 0.0 and math.isfinite(lam)):
+            raise NanoBraggError("spectrum: pair %d has wavelength %g m (must be > 0, in metres)" % (i, lam))
+        if not (w >= 0.0 and math.isfinite(w)):
+            raise NanoBraggError("spectrum: pair %d has weight %g (weights are finite and >= 0)" % (i, w))
+    if not any(w > 0.0 for _, w in pairs):
+        raise NanoBraggError("spectrum: every weight is 0 (the spectrum has no intensity)")
+    return pairs
+
+
+def kernel_sources(table, weights, quirks: bool) -> np.ndarray:
+    """The kernel's source table: ``table`` with a fifth column, each source's weight.
+
+    Default mode: the weights scaled to sum to the number of sources (so
+    that the one ``/steps`` scale keeps the total fluence); exactly 1.0
+    each when they are all equal (every C input without weights, bit for
+    bit).  ``-c_quirks``: 1.0 each, C's equal weights.
+    """
+    n = table.shape[0]
+    out = np.empty((n, 5))
+    out[:, :4] = table
+    w = np.asarray(weights, dtype=np.float64)
+    if quirks or n == 0 or np.all(w == w[0]):
+        out[:, 4] = 1.0
+    else:
+        out[:, 4] = w * (n / math.fsum(w))
+    return out
+
+
 def build_sources(sourcefile, beam, polar, vert, lambda0, div, disp, round_div: bool,
-                  log: Callable[[str], None], source_distance: float = SOURCE_DISTANCE):
+                  log: Callable[[str], None], source_distance: float = SOURCE_DISTANCE,
+                  spectrum=None, check_weights: bool = False):
     """Unit source directions and wavelengths, printing C's lines.
 
     Parameters
@@ -48,13 +102,20 @@ def build_sources(sourcefile, beam, polar, vert, lambda0, div, disp, round_div: 
     source_distance : float
         Distance of the sources from the sample (m): 10 in nanoBragg,
         ``-source_distance`` in nonBragg.  Only the directions are used.
+    spectrum : list of (float, float), optional
+        ``(wavelength m, weight)`` pairs (:func:`spectrum_pairs`): they
+        replace the dispersion's wavelengths, each with its weight.
+    check_weights : bool
+        Refuse negative source-file weights, and all-zero ones (naming the
+        line), because the weights will be used.
 
     Returns
     -------
     table : float64[n, 4]
         Unit vector from the sample to each source and its wavelength.
     weights : float64[n]
-        The weights as C stores them (not used by the physics).
+        The weights as C stores them (1/n for generated sources), or the
+        spectrum's weight of each source (see :func:`kernel_sources`).
     divsteps : int
         Number of divergence directions (C prints it), -1 for a source file.
     """
@@ -80,7 +141,13 @@ def build_sources(sourcefile, beam, polar, vert, lambda0, div, disp, round_div: 
             if X == 0.0 and Y == 0.0 and Z == 0.0:
                 raise NanoBraggError("%s, line %d: the source is at the sample (X Y Z = 0 0 0), so it has no "
                                      "direction" % (sourcefile, lineno))
+            if check_weights and I < 0.0:
+                raise NanoBraggError("%s, line %d: a source has weight %g (weights are >= 0; -c_quirks ignores "
+                                     "them, as C)" % (sourcefile, lineno, I))
             rows.append((float(X), float(Y), float(Z), float(I), float(lam)))
+        if check_weights and not any(r[3] > 0.0 for r in rows):
+            raise NanoBraggError("%s: every source has weight 0 (no intensity; -c_quirks ignores the weights, "
+                                 "as C)" % sourcefile)
     else:
         hdivrange, hdivstep, hdivsteps, vdivrange, vdivstep, vdivsteps = div
         dispersion, dispstep, dispsteps = disp
@@ -98,18 +165,22 @@ def build_sources(sourcefile, beam, polar, vert, lambda0, div, disp, round_div: 
                 directions.append((hdiv, vdiv))
                 log("divergence deviation: %g %g" % (hdiv, vdiv))
         divsteps = len(directions)
-        lambdas = [lambda0 * (1.0 + dispstep * t - dispersion / 2.0) for t in range(dispsteps)]
+        if spectrum is not None:
+            lambdas = [lam for lam, _w in spectrum]
+        else:
+            lambdas = [lambda0 * (1.0 + dispstep * t - dispersion / 2.0) for t in range(dispsteps)]
         for t, lam in enumerate(lambdas):
             log("lambda%d = %.15g" % (t, lam))
-        n = divsteps * dispsteps
+        n = divsteps * len(lambdas)
         if n == 0:
             raise NanoBraggError("the divergence settings leave no source direction")
         weight = 1.0 / n
+        lam_weights = [w for _lam, w in spectrum] if spectrum is not None else [weight] * len(lambdas)
         start = (-source_distance * beam[0], -source_distance * beam[1], -source_distance * beam[2])
         for hdiv, vdiv in directions:
             vec = V.rotate_axis(V.rotate_axis(start, polar, vdiv), vert, hdiv)
-            for lam in lambdas:
-                rows.append((vec[0], vec[1], vec[2], weight, lam))
+            for lam, w in zip(lambdas, lam_weights):
+                rows.append((vec[0], vec[1], vec[2], w, lam))
     log("  created a total of %d sources:" % len(rows))
     table = np.empty((len(rows), 4))
     weights = np.empty(len(rows))

@@ -71,7 +71,7 @@ def trace_pixel(prep, spixel: int, fpixel: int, params=None):
 
 
 def evaluation(prep, spixel: int, fpixel: int, ev: int) -> dict:
-    """The values of evaluation number ``ev`` of a pixel (counted as the kernel counts)."""
+    """The values of evaluation number ``ev`` of a pixel (counted as the kernel counts), and its source's weight."""
     rows, _ = trace_pixel(prep, spixel, fpixel)
     per_source = prep.sampling.phisteps * prep.sampling.mosaic_domains
     nsrc = prep.sources.shape[0]
@@ -80,7 +80,9 @@ def evaluation(prep, spixel: int, fpixel: int, ev: int) -> dict:
         + rows[:, COL["phi_tic"]] * prep.sampling.mosaic_domains + rows[:, COL["mos_tic"]]
     hit = np.flatnonzero(order == ev)
     row = rows[hit[0]] if hit.size else rows[-1]
-    return {name: float(row[i]) for i, name in enumerate(TRACE_COLUMNS)}
+    out = {name: float(row[i]) for i, name in enumerate(TRACE_COLUMNS)}
+    out["source_weight"] = float(prep.sources[int(out["source"]), 4])   # the weight the sum used
+    return out
 
 
 def printout_lines(prep, image, spixel: int, fpixel: int):

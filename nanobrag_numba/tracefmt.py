@@ -40,15 +40,17 @@ FINAL_KEYS = (
     "oversample_thick", "oversample_polar", "oversample_omega",
     "capture_fraction", "polar", "omega_pixel", "cos_2theta", "I_pixel_final", "floatimage_accumulated",
 )
-#: keys only we print (the water background added after the scale when it is corrected)
-EXTRA_KEYS = ("I_background",)
+#: keys only we print: the weight of the source shown (weighted sources, default mode) and the
+#: water background added after the scale when it is corrected
+EXTRA_KEYS = ("source_weight", "I_background")
 
 #: pipeline order of the comparison: the first stage holding a divergence is named
 STAGES = ("geometry", "vectors", "hkl", "F_latt", "F_cell", "I_before_scaling", "scaling", "final")
 _STAGE_KEYS = {
     "geometry": ("pix0_vector_meters", "fdet_vec", "sdet_vec", "pixel_pos_meters", "R_distance_meters",
                  "omega_pixel_sr", "close_distance_meters", "obliquity_factor"),
-    "vectors": ("diffracted_vec", "incident_vec", "lambda_meters", "lambda_angstroms", "scattering_vec_A_inv",
+    "vectors": ("diffracted_vec", "incident_vec", "lambda_meters", "lambda_angstroms", "source_weight",
+                "scattering_vec_A_inv",
                 "rot_a_angstroms", "rot_b_angstroms", "rot_c_angstroms",
                 "rot_a_star_A_inv", "rot_b_star_A_inv", "rot_c_star_A_inv"),
     "hkl": ("hkl_frac", "hkl_rounded"),
@@ -184,6 +186,9 @@ def pixel_values(prep, image, spixel: int, fpixel: int):
     def three(row, prefix, scale=1.0):
         return [row[col[prefix + a]] * scale for a in ("_x", "_y", "_z")] if prefix else []
 
+    # weighted sources (default mode, weights not all equal): each block also shows its source's weight
+    weights = prep.sources[:, 4] if prep.sources.shape[1] > 4 else None
+    weighted = weights is not None and bool((weights != 1.0).any())
     for row in block_rows(rows, TRACE_COLUMNS):
         airpath = row[col["airpath"]]
         lam = row[col["lambda"]]
@@ -199,6 +204,8 @@ def pixel_values(prep, image, spixel: int, fpixel: int):
         put("incident_vec", three(row, "incident"))
         put("lambda_meters", [lam])
         put("lambda_angstroms", [lam * 1e10])
+        if weighted:
+            put("source_weight", [weights[int(row[col["source"]])]])
         put("scattering_vec_A_inv", three(row, "scattering"))
         put("rot_a_angstroms", three(row, "a", 1e10))
         put("rot_b_angstroms", three(row, "b", 1e10))

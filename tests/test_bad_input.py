@@ -179,7 +179,7 @@ def test_sourcefile_at_sample_and_infinite(capsys, workdir):
 def test_good_sourcefile_still_reads(workdir):
     (workdir / "src.txt").write_text("-10 0 0 1 1e-10\n-10 0.004 0 nan nan\n")   # nan: C's "not given"
     prep = simulator.prepare(Config.from_args(BASE + ["-sourcefile", "src.txt"]), lambda s: None, write_dump=False)
-    assert prep.sources.shape == (2, 4) and prep.sources[1, 3] == 1e-10
+    assert prep.sources.shape == (2, 5) and prep.sources[1, 3] == 1e-10
 
 
 @pytest.mark.parametrize("f_text", ["nan", "inf", "-Infinity"])

@@ -19,7 +19,7 @@ from nanobrag_numba.crystal import read_matrix_numbers  # noqa: E402
 from nanobrag_numba.errors import NanoBraggError  # noqa: E402
 from nanobrag_numba.io.hkl import read_fdump, read_hkl  # noqa: E402
 from nanobrag_numba.io.smv import header_value, read_smv  # noqa: E402
-from nanobrag_numba.io.textcols import read_numeric_columns, read_text_columns  # noqa: E402
+from nanobrag_numba.io.textcols import read_numeric_columns, read_spectrum, read_text_columns  # noqa: E402
 
 SETTINGS = settings(max_examples=100, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -95,6 +95,18 @@ def test_fuzz_sourcefile(data):
     loose = _either(lambda p: read_text_columns(p, 2), data)   # -stol and C's own reading
     if loose is not None:
         assert loose.shape[1] == 2
+
+
+@SETTINGS
+@given(st.one_of(CONTENT, st.lists(st.tuples(st.floats(), st.floats()), max_size=8).map(
+    lambda rows: "".join("%r, %r # x\n" % r for r in rows).encode())))
+def test_fuzz_spectrum(data):
+    got = _either(read_spectrum, data)
+    if got is not None:
+        pairs, lines = got
+        assert len(pairs) == len(lines) >= 1
+        assert all(lam > 0 and np.isfinite(lam) and w >= 0 and np.isfinite(w) for lam, w in pairs)
+        assert any(w > 0 for _, w in pairs)
 
 
 def _smv_blob(header_lines, data):

@@ -113,8 +113,12 @@ def format_nxmx(prep, images: Sequence, phi_starts_deg: Optional[Sequence[float]
         beam = _group(inst, "beam", "NXbeam")
         wl = beam.create_dataset("incident_wavelength", data=float(geo.wavelength_A))
         wl.attrs["units"] = "angstrom"
-        lam = np.round(np.asarray(prep.sources)[:, 3] * 1e10, 12)
-        values, counts = np.unique(lam, return_counts=True)
+        src = np.asarray(prep.sources)
+        lam = np.round(src[:, 3] * 1e10, 12)
+        values, where = np.unique(lam, return_inverse=True)
+        # each wavelength's share: its sources' weights (1 each unless weighted, see sources.kernel_sources)
+        counts = np.bincount(where.ravel(), weights=src[:, 4] if src.shape[1] > 4 else None,
+                             minlength=values.size)
         if values.size > 1:
             spec = _group(beam, "incident_wavelength_spectrum", "NXdata")
             spec.attrs["signal"] = "weight"

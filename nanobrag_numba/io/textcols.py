@@ -37,7 +37,7 @@ import numpy as np
 from ..errors import NanoBraggError
 from . import read_input
 
-__all__ = ["c_atof", "read_text_columns", "read_numeric_columns", "DELIMITERS"]
+__all__ = ["c_atof", "read_text_columns", "read_numeric_columns", "read_spectrum", "DELIMITERS"]
 
 #: Field separators of ``read_text_file`` in nanoBragg.c.
 DELIMITERS = " \t,;:!"
@@ -198,3 +198,73 @@ def read_text_columns(path, ncols: int) -> np.ndarray:
         If ``ncols`` is not a positive integer.
     """
     return _read_rows(path, ncols, False, "text file")[0]
+
+
+_SPECTRUM_SPLIT = re.compile(r"[\s,]+")
+
+
+def read_spectrum(path):
+    """A ``-spectrum`` file: lines of ``wavelength(A) weight`` (this port's own format, strict).
+
+    * ``#`` starts a comment that runs to the end of the line; blank lines
+      (and lines holding only a comment) are skipped;
+    * every other line holds exactly two numbers, separated by white space
+      and/or commas: the wavelength in Angstrom (> 0) and its relative
+      weight (>= 0; only the ratios matter);
+    * at least one line, and at least one weight > 0.
+
+    Anything else (text, a third column, ``nan``/``inf``) is an error
+    naming the file and the line: unlike C's ``read_text_file``, nothing is
+    read as 0.
+
+    Returns
+    -------
+    pairs : list of (float, float)
+        ``(wavelength in A, weight)`` per line, in file order.
+    linenos : list of int
+        The 1-based line of each pair.
+
+    Raises
+    ------
+    NanoBraggError
+        One line naming the file, the line and the problem.
+    """
+    path, raw = read_input(path, "spectrum file")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise NanoBraggError(f"{path} is not a text file (expected lines of 'wavelength(A) weight')") from None
+    pairs = []
+    linenos = []
+    for lineno, line in enumerate(text.split("\n"), start=1):
+        body = line.split("#", 1)[0].strip()
+        if not body:
+            continue
+        fields = [f for f in _SPECTRUM_SPLIT.split(body) if f]
+        if len(fields) != 2:
+            raise NanoBraggError(f"{path}, line {lineno}: expected 2 numbers (wavelength in A, weight), "
+                                 f"got {len(fields)}: {_quote(line)}")
+        values = []
+        for field in fields:
+            if _SPECIAL_RE.fullmatch(field):
+                raise NanoBraggError(f"{path}, line {lineno}: {field[:40]!r} is not a finite number: "
+                                     f"{_quote(line)}")
+            if not _DEC_RE.fullmatch(field):
+                raise NanoBraggError(f"{path}, line {lineno}: {field[:40]!r} is not a number: {_quote(line)}")
+            v = float(field)
+            if not math.isfinite(v):        # 1e999
+                raise NanoBraggError(f"{path}, line {lineno}: {field[:40]!r} is not a finite number: "
+                                     f"{_quote(line)}")
+            values.append(v)
+        lam, weight = values
+        if not lam > 0.0:
+            raise NanoBraggError(f"{path}, line {lineno}: wavelength {lam:g} A (must be > 0, in Angstrom)")
+        if weight < 0.0:
+            raise NanoBraggError(f"{path}, line {lineno}: weight {weight:g} is negative (weights are >= 0)")
+        pairs.append((lam, weight))
+        linenos.append(lineno)
+    if not pairs:
+        raise NanoBraggError(f"no data lines in {path}: expected lines of 'wavelength(A) weight'")
+    if not any(w > 0.0 for _, w in pairs):
+        raise NanoBraggError(f"{path}: every weight is 0 (the spectrum has no intensity)")
+    return pairs, linenos
