@@ -212,7 +212,7 @@ def _nanobragg_setup(cfg, log):
     """Detector, sources and sampling of a nanoBragg Config (no HKL file is read)."""
     from .geometry import setup_detector
     from .simulator import resolve_sampling
-    from .sources import build_sources, kernel_sources, spectrum_pairs
+    from .sources import build_sources, kernel_sources, spectrum_pairs, weights_used
     cfg.validate()
     notes = []
     sampling = []
@@ -222,9 +222,9 @@ def _nanobragg_setup(cfg, log):
                                  (s.hdivrange, s.hdivstep, s.hdivsteps, s.vdivrange, s.vdivstep, s.vdivsteps),
                                  (s.dispersion, s.dispstep, s.dispsteps), cfg.round_div, log,
                                  spectrum=spectrum_pairs(cfg.spectrumfile, cfg.spectrum),
-                                 check_weights=not cfg.c_quirks)
-    # the sources weighted as the image weights them (nanoBragg: equal under -c_quirks)
-    return det, kernel_sources(table, w, cfg.c_quirks)
+                                 check_weights=weights_used(cfg))
+    # the sources weighted as the image weights them (see sources.weights_used)
+    return det, kernel_sources(table, w, not weights_used(cfg))
 
 
 def background(config_or_flags, stol, *, thickness_mm: Optional[float] = None, density: Optional[float] = None,

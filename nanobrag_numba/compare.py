@@ -544,7 +544,7 @@ def corrected_behaviours(prep, image=None) -> List[str]:
     keys = [k for k, _text in prep.notes if k not in ("noop_flags", "source_weights_ignored")]
     src = prep.sources
     if prep.cfg.sourcefile is not None and src.shape[1] > 4 and (src[:, 4] != 1.0).any():
-        keys.append("source_weights_ignored")     # corrected without a note: the weights are used
+        keys.append("source_weights_ignored")     # -source_weights: the weights C ignores are used
     if image is not None and getattr(image, "first_oob", None) is not None and prep.interpolate:
         keys.append("interpolate_global_disable")
     return list(dict.fromkeys(keys))

@@ -87,6 +87,7 @@ class Config:
     dumpfile: str = "Fdump.bin"
     stolfile: Optional[str] = None
     sourcefile: Optional[str] = None
+    source_weights: bool = False           # -source_weights: use -sourcefile's weight column (C: ignored)
     spectrumfile: Optional[str] = None     # -spectrum: lines of 'wavelength(A) weight' (this port)
     imgfile: Optional[str] = None
     maskfile: Optional[str] = None

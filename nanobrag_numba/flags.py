@@ -559,6 +559,9 @@ _f("-precision", P_, "double (default, C parity) or single (GPU speed)", kind="s
    apply=_lower("precision"), metavar="P", doc="precision = P (lower case)")
 _f("-trace_pixel", P_, "print every factor of pixel SLOW FAST as TRACE_PY lines", nargs=2, c_flag=False,
    apply=_pixel_pair("trace_pixel", False), metavar="N", doc="trace_pixel = (SLOW, FAST)")
+_f("-source_weights", B_, "use the weight column of -sourcefile: each source counts in proportion to its "
+   "weight (C, and this port by default, let every source count equally)", nargs=0,
+   sets=(("source_weights", True),), c_flag=False)
 _f("-spectrum", B_, "wavelengths and weights, lines of 'lambda(A) weight' ('#' comments); replaces "
    "-dispersion, combined with the divergence (docs/differences.md)", kind="str", fields=("spectrumfile",),
    c_flag=False, metavar="FILE")

@@ -229,7 +229,7 @@ def prepare(cfg: Config, log: Callable[[str], None] = print, crand=None, hkl_cac
     """
     from .crand import CRandom
     from .kernels.physics import SHAPES_CODE, make_kparams
-    from .sources import build_sources, kernel_sources, spectrum_pairs
+    from .sources import build_sources, kernel_sources, spectrum_pairs, weights_used
 
     cfg.validate()
     now = _seed_now()
@@ -324,12 +324,14 @@ def prepare(cfg: Config, log: Callable[[str], None] = print, crand=None, hkl_cac
         (sampling.hdivrange, sampling.hdivstep, sampling.hdivsteps,
          sampling.vdivrange, sampling.vdivstep, sampling.vdivsteps),
         (sampling.dispersion, sampling.dispstep, sampling.dispsteps), cfg.round_div, log,
-        spectrum=spectrum, check_weights=not cfg.c_quirks)
-    # default mode: each source counts in proportion to its weight; -c_quirks: equally, as C
-    sources = kernel_sources(table_src, weights, cfg.c_quirks)
-    if cfg.c_quirks and len(np.unique(weights)) > 1:
+        spectrum=spectrum, check_weights=weights_used(cfg))
+    # each source counts in proportion to its weight for a spectrum, and for -sourcefile with
+    # -source_weights; otherwise (and always under -c_quirks) equally, as C (source_weights_ignored)
+    sources = kernel_sources(table_src, weights, not weights_used(cfg))
+    if cfg.sourcefile is not None and not weights_used(cfg) and len(np.unique(weights)) > 1:
         notes.append(("source_weights_ignored",
-                      "the source weights are not used (-c_quirks): every source counts equally, as in C"))
+                      "the weight column of %s is not used: every source counts equally, as in C%s"
+                      % (cfg.sourcefile, "" if cfg.c_quirks else " (-source_weights uses it)")))
 
     _cache.announce_compile(entry_points=kernels)   # the first kernel may run here: say so when it has to compile
     umats = crand.mosaic_umats(sampling.mosaic_spread, sampling.mosaic_domains, cfg.mosaic_seed)

@@ -63,19 +63,25 @@ def spectrum_pairs(spectrumfile=None, spectrum=None):
     return pairs
 
 
-def kernel_sources(table, weights, quirks: bool) -> np.ndarray:
+def weights_used(cfg) -> bool:
+    """Whether the sources count by their weights: a spectrum's always, ``-sourcefile``'s with
+    ``-source_weights``; never under ``-c_quirks`` (C's equal weights)."""
+    return not cfg.c_quirks and (cfg.spectrum is not None or cfg.spectrumfile is not None or cfg.source_weights)
+
+
+def kernel_sources(table, weights, equal: bool) -> np.ndarray:
     """The kernel's source table: ``table`` with a fifth column, each source's weight.
 
-    Default mode: the weights scaled to sum to the number of sources (so
-    that the one ``/steps`` scale keeps the total fluence); exactly 1.0
-    each when they are all equal (every C input without weights, bit for
-    bit).  ``-c_quirks``: 1.0 each, C's equal weights.
+    Weights used (``equal`` false, see :func:`weights_used`): scaled to sum
+    to the number of sources (so that the one ``/steps`` scale keeps the
+    total fluence); exactly 1.0 each when they are all equal (every C input
+    without weights, bit for bit).  ``equal``: 1.0 each, C's equal weights.
     """
     n = table.shape[0]
     out = np.empty((n, 5))
     out[:, :4] = table
     w = np.asarray(weights, dtype=np.float64)
-    if quirks or n == 0 or np.all(w == w[0]):
+    if equal or n == 0 or np.all(w == w[0]):
         out[:, 4] = 1.0
     else:
         out[:, 4] = w * (n / math.fsum(w))

@@ -14,11 +14,7 @@ import pytest
 
 CORRECTED = {"phi0_carryover", "oversample_running_multiply", "thick_last_layer_capture",
              "interpolate_global_disable", "water_double_scaling", "twotheta_axis_substring",
-             "misset_seed_substring", "pix0_vector_ignored",
-             # corrected since issue 14: the default mode uses the -sourcefile weights (C ignores them);
-             # ../shared/golden/check.py still lists it as "as C" and so compares beam_sourcefile in
-             # its default mode, where it now differs on purpose
-             "source_weights_ignored"}
+             "misset_seed_substring", "pix0_vector_ignored"}
 OUTPUT_FLAGS = ["-floatfile", "floatimage.bin", "-intfile", "intimage.img",
                 "-noisefile", "noiseimage.img", "-pgmfile", "image.pgm"]
 

@@ -85,7 +85,7 @@ def test_spectrum_is_the_weighted_sum_of_monochromatic_images():
 def test_sourcefile_weights_are_the_weighted_sum_of_single_sources(tmp_path):
     # -nopolar: without it the polarization of a pixel is that of its first source (C's loop), so
     # sources of other directions would not add up to separate single-source renders
-    base = BASE + ["-nopolar"]
+    base = BASE + ["-nopolar", "-source_weights"]
     sim = nb.Simulator(base, device="cpu")
     poly, prep = image64(sim, sourcefile=write_sources(tmp_path / "all.txt", SOURCES))
     total = sum(r[3] for r in SOURCES)
@@ -104,8 +104,9 @@ def test_doubling_every_weight_changes_nothing(tmp_path):
     assert np.array_equal(a, b)            # exact: scaling by 2 is exact in the normalisation
     c = sim.render(spectrumfile=write_spectrum(tmp_path / "c.txt", SPECTRUM, 3.0)).floatimage
     assert np.abs(c.astype(float) - a).max() <= 1e-6 * a.max()
-    s1 = sim.render(sourcefile=write_sources(tmp_path / "s1.txt", SOURCES)).floatimage
-    s2 = sim.render(sourcefile=write_sources(tmp_path / "s2.txt", [r[:3] + (2 * r[3], r[4]) for r in SOURCES]))
+    s1 = sim.render(sourcefile=write_sources(tmp_path / "s1.txt", SOURCES), source_weights=True).floatimage
+    s2 = sim.render(sourcefile=write_sources(tmp_path / "s2.txt", [r[:3] + (2 * r[3], r[4]) for r in SOURCES]),
+                    source_weights=True)
     assert np.array_equal(s1, s2.floatimage)
 
 
@@ -120,7 +121,12 @@ def test_c_quirks_ignores_the_weights_as_c(tmp_path):
     default = nb.Simulator(BASE, device="cpu")
     # equal weights: exactly C's image in the default mode too (weights exactly 1.0)
     assert np.array_equal(default.render(sourcefile=unit).floatimage, qw.floatimage)
-    assert not np.array_equal(default.render(sourcefile=weighted).floatimage, qw.floatimage)
+    # the default mode is C's too (REFERENCE.md: source_weights_ignored "as C"), with a note naming the opt-in
+    dw = default.render(sourcefile=weighted)
+    assert np.array_equal(dw.floatimage, qw.floatimage)
+    assert any(k == "source_weights_ignored" and "-source_weights uses it" in t for k, t in dw.prep.notes)
+    # -source_weights: the weights count
+    assert not np.array_equal(default.render(sourcefile=weighted, source_weights=True).floatimage, qw.floatimage)
     # a spectrum under -c_quirks: its wavelengths, equal weights
     spec = write_spectrum(tmp_path / "s.txt", SPECTRUM)
     flat = write_spectrum(tmp_path / "f.txt", [(lam, 1.0) for lam, _ in SPECTRUM])
@@ -286,9 +292,11 @@ def test_negative_source_weight_is_refused_in_the_default_mode(tmp_path, monkeyp
     monkeypatch.chdir(tmp_path)
     rows = SOURCES[:1] + [SOURCES[1][:3] + (-1.0, SOURCES[1][4])]
     write_sources(tmp_path / "src.txt", rows)
-    _fails(capsys, BASE + ["-sourcefile", "src.txt"], "src.txt, line 2", "weight -1")
+    _fails(capsys, BASE + ["-sourcefile", "src.txt", "-source_weights"], "src.txt, line 2", "weight -1")
     write_sources(tmp_path / "zero.txt", SOURCES, weight=0.0)
-    _fails(capsys, BASE + ["-sourcefile", "zero.txt"], "every source has weight 0")
+    _fails(capsys, BASE + ["-sourcefile", "zero.txt", "-source_weights"], "every source has weight 0")
+    # without -source_weights the weights are not used (as C), so any weight runs
+    assert main(BASE + ["-sourcefile", "src.txt", "-floatfile", "f.bin", "-device", "cpu"]) == 0
     # -c_quirks: C ignores the weights, so any weight runs
     assert main(BASE + ["-sourcefile", "src.txt", "-c_quirks", "-floatfile", "f.bin", "-intfile", "i.img",
                         "-device", "cpu"]) == 0
@@ -333,8 +341,9 @@ def test_nxmx_spectrum_carries_the_weights(tmp_path):
 
 def test_compare_names_the_weights_as_a_corrected_behaviour(tmp_path):
     from nanobrag_numba.compare import corrected_behaviours
-    sim = nb.Simulator(BASE, device="cpu")
+    sim = nb.Simulator(BASE + ["-source_weights"], device="cpu")
     weighted = write_sources(tmp_path / "w.txt", SOURCES)
     assert corrected_behaviours(sim.prepare(sourcefile=weighted)) == ["source_weights_ignored"]
+    assert corrected_behaviours(nb.Simulator(BASE, device="cpu").prepare(sourcefile=weighted)) == []
     assert corrected_behaviours(sim.prepare(sourcefile=write_sources(tmp_path / "u.txt", SOURCES, 1.0))) == []
     assert corrected_behaviours(nb.Simulator(BASE + ["-c_quirks"], device="cpu").prepare(sourcefile=weighted)) == []
