@@ -77,6 +77,37 @@ def test_cuda_simulator_equals_cpu(cuda_sim_results, n):
                                                  cpu.notes, cpu.log)
 
 
+@pytest.mark.slow
+def test_cuda_kernels_compile_for_a_gpu():
+    """NVVM compiles every kernel of kernels/cuda_noisify.py for sm_90 (typing the simulator does not check).
+
+    About 25 s of NVVM: marked slow (``--runslow``), as the other PTX compiles.
+    """
+    try:
+        from numba.cuda.cudadrv import nvvm
+        ok = nvvm.is_available()
+    except Exception:       # noqa: BLE001 - no CUDA toolkit wheels
+        ok = False
+    if not ok:
+        pytest.skip("NVVM (numba-cuda[cu13]) is not installed")
+    from numba import cuda, types as T
+    from nanobrag_numba.kernels import cuda_noisify as C
+    C.CudaOps()
+    f32, f64, i64, u64, flag = T.float32[::1], T.float64[::1], T.int64, T.uint64, T.boolean
+    table = T.float64[:, ::1]
+    sigs = {"counts": (f32, f32, i64, i64, i64, i64, T.float64, T.float64, u64, u64, u64, u64),
+            "psf_setup": (f32, T.int32[::1], f64, i64, T.float64, i64, i64),
+            "edge_wrap": (f32, T.int32[::1], table, i64, i64, T.uint8[::1]),
+            "row_stats": (T.uint8[::1], i64, f64, f64),
+            "psf": (f32, f32, i64, i64, table, T.int32[::1], i64, flag, T.float64),
+            "adu": (f32, i64, i64, i64, i64, T.float64, T.float64, T.float64, u64, u64, flag, T.uint16[::1],
+                    T.uint32[::1], T.uint8[::1])}
+    assert set(sigs) == set(C._KERNELS)
+    for name, sig in sigs.items():
+        ptx, _ = cuda.compile_ptx(C._KERNELS[name].py_func, sig, cc=(9, 0))
+        assert ".entry" in ptx, name
+
+
 def test_the_cases_exercise_what_they_name():
     """The comparison above is not vacuous: each model changes the image, the notes appear where expected."""
     img = _image()
