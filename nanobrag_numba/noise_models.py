@@ -565,6 +565,13 @@ def counter_pipeline(ops, photons, xpixels: int, ypixels: int, *, seed: int, cal
             "total": _ordered_sum(sums)}
 
 
+def _scatter_is_cheaper(radii, rmax, npix) -> bool:
+    """Whether C's per-source loop (one core) beats the per-output-pixel gather (all cores), as in :func:`apply_psf`."""
+    import numba
+    r = radii[radii > 0].astype(np.float64)
+    return npix * (2.0 * rmax + 1) ** 2 / max(1, numba.get_num_threads()) > float(np.sum((2 * r + 1) ** 2))
+
+
 def _counter_psf(ops, image, xpixels, ypixels, psf, fwhm_pixels, radius, c_quirks, log):
     """:func:`apply_psf` as parallel passes: per-pixel radii, per-output-pixel gather (same sums as C's loop)."""
     from .kernels import noisify as kn
@@ -593,8 +600,13 @@ def _counter_psf(ops, image, xpixels, ypixels, psf, fwhm_pixels, radius, c_quirk
     total_lost = _ordered_sum(lsums)
     _s, rmaxes = ops.row_stats(radii, xpixels, ypixels)
     rmax = int(np.max(rmaxes))
-    out = ops.empty(n, np.float32)
-    ops.psf(image, out, xpixels, ypixels, table, radii, rmax, bool(c_quirks), total_lost / n)
+    if ops.name == "cpu" and _scatter_is_cheaper(radii, rmax, n):
+        # a few bright pixels with much larger discs than the rest: C's per-source loop, the same bits
+        out, _w = kn.psf_scatter(image, xpixels, ypixels, table, radii, bool(c_quirks))
+        kn.add_uniform(out, total_lost / n)
+    else:
+        out = ops.empty(n, np.float32)
+        ops.psf(image, out, xpixels, ypixels, table, radii, rmax, bool(c_quirks), total_lost / n)
     if not c_quirks:
         touched = ops.empty(n, np.uint8)
         ops.edge_wrap(image, radii, table, xpixels, ypixels, touched)

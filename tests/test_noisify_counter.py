@@ -252,6 +252,24 @@ def test_psf_gather_is_the_scatter_loop_bit_for_bit(xp, yp, kind, fwhm, user, wr
     assert bool(touched.any()) == _edge_wrap_touched(img, radii.reshape(img.shape), table)
 
 
+@pytest.mark.parametrize("c_quirks", [False, True])
+def test_psf_few_huge_discs_take_the_source_loop_on_the_cpu_with_the_same_bits(monkeypatch, c_quirks):
+    """Fiber PSF, automatic radius, one bright pixel: the CPU uses C's per-source loop; same image as the gather."""
+    from nanobrag_numba import noise_models
+    img = np.full((30, 34), 2.0, dtype=np.float32)
+    img[12, 30] = 1e5
+    kw = dict(generator="counter", seed=4, calibration=0.0, psf="fiber", psf_fwhm_um=80.0, c_quirks=c_quirks)
+    chosen = []
+    choose = noise_models._scatter_is_cheaper
+    monkeypatch.setattr(noise_models, "_scatter_is_cheaper", lambda *a: chosen.append(choose(*a)) or chosen[-1])
+    scatter = nb.noisify(img, **kw)
+    assert chosen == [True]
+    monkeypatch.setattr(noise_models, "_scatter_is_cheaper", lambda *a: False)
+    gather = nb.noisify(img, **kw)
+    assert np.array_equal(scatter.counts.view(np.uint32), gather.counts.view(np.uint32))
+    assert np.array_equal(scatter.noise_image, gather.noise_image) and scatter.log == gather.log
+
+
 def test_psf_with_c_quirks_moves_edge_light_to_the_next_row():
     img = np.zeros((16, 16), dtype=np.float32)
     img[5, 15] = 1e5
