@@ -309,6 +309,10 @@ def main():
     log("render_many: B5 and 1024x1024 single shots ...")
     report["many"] = bench_many(args.sim)
     write_report(args.out, report)
+    log("background + noise 2048x2048 (bench/noise_gpu.py: OUTDIR/noise_gpu.md) ...")
+    from bench import noise_gpu
+    report["noise_gpu"] = noise_gpu.bench(args.sim, out=args.out)
+    write_report(args.out, report)
     log("report: %s" % os.path.join(args.out, "gpu_report.md"))
     return 0 if report.get("tests", {}).get("exit_code", 0) == 0 else 1
 

@@ -219,7 +219,7 @@ def psf_kernel_table(kind, fwhm_pixels, radius):
     return table
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def auto_radius(kind, intensity, fwhm_pixels, per_pixel):
     """C's automatic rendering radius for a pixel of ``intensity`` photons (before the caps).
 
@@ -272,29 +272,38 @@ def psf_radii(image, kind, fwhm_pixels, user_radius, maxwidth):
     """
     n = image.shape[0]
     radii = np.zeros(n, dtype=np.int32)
-    g = fwhm_pixels * 0.652383013252053
     total_lost = 0.0
     for i in range(n):
-        inten = np.float64(image[i])
-        if not (inten > 0.0):
-            continue
-        if user_radius != 0:
-            r = user_radius
-        else:
-            r = auto_radius(kind, inten, fwhm_pixels, True)
-        if r == 0:
-            r = 1
-        if r > maxwidth:
-            r = maxwidth
+        r, lost = psf_pixel_radius(np.float64(image[i]), kind, fwhm_pixels, user_radius, maxwidth)
         radii[i] = r
-        if kind == PSF_GAUSS:
-            rsq = np.float64(r)
-            rsq = rsq / fwhm_pixels
-            rsq = rsq * rsq
-            total_lost += inten * math.exp(-_LOG16 * rsq)
-        else:
-            total_lost += inten * g / math.sqrt(g * g + np.float64(r) * np.float64(r))
+        total_lost += lost
     return radii, total_lost
+
+
+@njit(cache=True, inline="always")
+def psf_pixel_radius(inten, kind, fwhm_pixels, user_radius, maxwidth):
+    """One pixel of :func:`psf_radii`: its rendering radius (0 when I <= 0) and the photons beyond it.
+
+    Shared by the serial set-up above and the per-pixel one of the counter
+    generator (``noisify_counter.py``, CPU and CUDA).
+    """
+    if not (inten > 0.0):
+        return 0, 0.0
+    if user_radius != 0:
+        r = user_radius
+    else:
+        r = auto_radius(kind, inten, fwhm_pixels, True)
+    if r == 0:
+        r = 1
+    if r > maxwidth:
+        r = maxwidth
+    if kind == PSF_GAUSS:
+        rsq = np.float64(r)
+        rsq = rsq / fwhm_pixels
+        rsq = rsq * rsq
+        return r, inten * math.exp(-_LOG16 * rsq)
+    g = fwhm_pixels * 0.652383013252053
+    return r, inten * g / math.sqrt(g * g + np.float64(r) * np.float64(r))
 
 
 @njit(cache=True)
@@ -373,36 +382,76 @@ def psf_gather(image, xpixels, ypixels, table, radii, rmax):
 
     Each output pixel sums its sources in raster order, exactly the order in
     which the scatter loop reaches it, so the float32 result is bit-identical
-    to ``psf_scatter(..., edge_wrap=False)``.
+    to ``psf_scatter(..., edge_wrap=False)`` (:func:`psf_gather_pixel`).
     """
     pixels = xpixels * ypixels
     out = np.zeros(pixels, dtype=np.float32)
-    tsize = table.shape[0]
-    tr = tsize // 2
     for y in prange(ypixels):
         for x in range(xpixels):
-            acc = np.float32(0.0)
-            for sy in range(max(0, y - rmax), min(ypixels, y + rmax + 1)):
-                dy = y - sy
-                if dy < -tr or dy > tr:
-                    continue
-                for sx in range(max(0, x - rmax), min(xpixels, x + rmax + 1)):
-                    dx = x - sx
-                    if dx < -tr or dx > tr:
-                        continue
-                    s = sy * xpixels + sx
-                    r = radii[s]
-                    if dx * dx + dy * dy > r * r:
-                        continue          # also every pixel with I <= 0 (radius 0 and dx, dy not both 0)
-                    inten = image[s]
-                    if not (inten > np.float32(0.0)):
-                        continue
-                    kv = table[tr + dy, tr + dx]
-                    if kv == 0.0:
-                        continue
-                    acc = np.float32(np.float64(acc) + np.float64(inten) * kv)
-            out[y * xpixels + x] = acc
+            out[y * xpixels + x] = psf_gather_pixel(image, xpixels, ypixels, table, radii, rmax, x, y, False)
     return out
+
+
+@njit(cache=True, inline="always")
+def _gather_one(image, xpixels, table, tr, radii, sx, sy, dx, dy, acc):
+    """``acc`` plus the light source (sx, sy) sends at offset (dx, dy), as the scatter loop adds it."""
+    if dx < -tr or dx > tr or dy < -tr or dy > tr:
+        return acc
+    s = sy * xpixels + sx
+    r = radii[s]
+    if dx * dx + dy * dy > r * r:
+        return acc                # also every pixel with I <= 0 (radius 0 and dx, dy not both 0)
+    inten = image[s]
+    if not (inten > np.float32(0.0)):
+        return acc
+    kv = table[tr + dy, tr + dx]
+    if kv == 0.0:
+        return acc
+    return np.float32(np.float64(acc) + np.float64(inten) * kv)
+
+
+@njit(cache=True, inline="always")
+def psf_gather_pixel(image, xpixels, ypixels, table, radii, rmax, x, y, edge_wrap):
+    """Output pixel (x, y) of :func:`psf_scatter`: its sources summed in the scatter loop's order.
+
+    The sources are visited in raster order; ``edge_wrap`` adds, for column 0
+    of rows 1.., the light C's bounds test moves there (sources whose disc
+    reaches column ``xpixels`` of the row above), merged in raster order and,
+    for a source that sends light both ways, after its direct light (C's dx
+    loop runs upwards).  Bit-identical to ``psf_scatter(..., edge_wrap)``.
+    Written once for the CPU's parallel loop and the CUDA kernel
+    (``cuda_noisify.py``).
+    """
+    tr = table.shape[0] // 2
+    acc = np.float32(0.0)
+    wrap = edge_wrap and x == 0 and y >= 1
+    y_lo = max(0, y - rmax)
+    if wrap:
+        y_lo = max(0, y - 1 - rmax)
+    y_hi = min(ypixels, y + rmax + 1)
+    for sy in range(y_lo, y_hi):
+        # direct sources: columns [a1, b1); wrapped sources (offset (xpixels - sx, y - 1 - sy)): [a2, b2)
+        a1 = max(0, x - rmax)
+        b1 = min(xpixels, x + rmax + 1)
+        if sy < y - rmax:
+            a1 = 0
+            b1 = 0
+        a2 = xpixels
+        b2 = xpixels
+        if wrap and sy <= y - 1 + rmax:
+            a2 = max(0, xpixels - rmax)
+        if b1 <= a2:
+            for sx in range(a1, b1):
+                acc = _gather_one(image, xpixels, table, tr, radii, sx, sy, x - sx, y - sy, acc)
+            for sx in range(a2, b2):
+                acc = _gather_one(image, xpixels, table, tr, radii, sx, sy, xpixels - sx, y - 1 - sy, acc)
+        else:
+            for sx in range(min(a1, a2), max(b1, b2)):
+                if sx >= a1 and sx < b1:
+                    acc = _gather_one(image, xpixels, table, tr, radii, sx, sy, x - sx, y - sy, acc)
+                if sx >= a2 and sx < b2:
+                    acc = _gather_one(image, xpixels, table, tr, radii, sx, sy, xpixels - sx, y - 1 - sy, acc)
+    return acc
 
 
 @njit(cache=True)

@@ -516,7 +516,9 @@ def build_parser() -> argparse.ArgumentParser:
                           "pixel index) with Poisson deviates by inversion (mean < 10) or Hoermann's PTRS "
                           "(mean >= 10): every pixel drawn independently, all images of a launch at once, on "
                           "the GPU when rendering there; the same seed gives the same image on any device and "
-                          "any --images-per-launch, but not C's numbers (docs/differences.md)")
+                          "any --images-per-launch, but not C's numbers; with --noise-model its read-out "
+                          "noise, flicker, calibration error (Box-Muller Gaussians, one Philox stream each) "
+                          "and PSF also run per pixel, on the GPU when rendering there (docs/differences.md)")
     out.add_argument("--background", metavar="FILE.stol",
                      help="add to every image the amorphous background (nonBragg's physics) of this table of "
                           "sin(theta)/lambda (1/A) and F; the same as -background in the base flags, where "
@@ -943,9 +945,17 @@ def _error_record(job: dict, exc: BaseException) -> dict:
 def _counter_noise(ctx: dict, results: list, seeds: List[int]) -> list:
     """The counter-based noise images of rendered results (one launch per shape, ROI and ADC offset)."""
     from .noise import counter_noise_images
+    from .noise_models import detector_model_on, detector_noise
     out: list = [None] * len(results)
     groups: Dict[tuple, List[int]] = {}
     for i, res in enumerate(results):
+        cfg = res.prep.cfg
+        if detector_model_on(cfg):
+            # noisify's model (--noise-model): one image at a time, every pixel in parallel on its device
+            out[i] = detector_noise(res.floatimage, cfg, res.prep.det.roi, res.prep.det.pixel_size, seeds[i],
+                                    generator="counter", device=res.image.backend)[0]
+            res.image.device_image = None
+            continue
         groups.setdefault((res.floatimage.shape, tuple(res.prep.det.roi), res.prep.cfg.adc_offset,
                            res.image.backend), []).append(i)
     for (_shape, roi, adc, backend), members in groups.items():
@@ -1393,11 +1403,6 @@ def run(argv: List[str], stderr=None) -> int:
     stderr = stderr or sys.stderr
     opts = parse_options(argv)
     base = base_config(opts.base)
-    if opts.noise and opts.noise_generator == "counter" and (
-            base.readout_noise or base.flicker_noise or base.calibration_noise or base.psf):
-        raise NanoBraggError("--noise-generator counter draws Poisson noise only; the detector noise model "
-                             "(--noise-model, or -readout_noise/-flicker/-calibration/-psf in the base flags) "
-                             "needs --noise-generator c")
     if opts.background is not None:
         if not os.path.isfile(opts.background):
             raise NanoBraggError("cannot open %s: no such file (--background)" % opts.background)

@@ -37,6 +37,11 @@ import numpy as np
 
 from .errors import NanoBraggError
 
+#: noise generators of :func:`noisify` (see its ``generator``)
+GENERATORS = ("c", "counter")
+#: per-pixel flags of the counter pipeline (``kernels/noisify_counter.py``)
+FLAG_OVER16, FLAG_OVER32, FLAG_NEGATIVE = 1, 2, 4
+
 __all__ = ["NoisifyResult", "noisify", "photon_image", "apply_psf", "psf_fwhm_pixels",
            "R_E_SQR", "DEFAULT_FLUENCE", "DEFAULT_CALIB_SEED_WORD"]
 
@@ -264,7 +269,8 @@ def noisify(image, *, scale: float = 1.0, fluence: float = DEFAULT_FLUENCE, gain
             adc: float = 40.0, readout: float = 0.0, flicker: float = 0.0, calibration: float = 0.03,
             psf: Optional[str] = None, psf_fwhm_um: float = 46.0, psf_radius: int = 0,
             pixel_mm: Optional[float] = None, bits: int = 16, seed: Optional[int] = None,
-            calib_seed: Optional[int] = None, noise: bool = True, c_quirks: bool = False) -> NoisifyResult:
+            calib_seed: Optional[int] = None, noise: bool = True, c_quirks: bool = False,
+            generator: str = "c", device: str = "cpu") -> NoisifyResult:
     """Detector noise on an ideal image, as the C program noisify computes it.
 
     Parameters
@@ -305,6 +311,17 @@ def noisify(image, *, scale: float = 1.0, fluence: float = DEFAULT_FLUENCE, gain
         False is ``-nonoise``: only the noiseless image (PSF applied to it).
     c_quirks : bool
         Reproduce the C defects listed in the module docstring.
+    generator : {"c", "counter"}
+        ``c`` (default): C's serial generators, the C program's images bit
+        for bit, on the CPU.  ``counter``: every random number of a pixel
+        from Philox4x32-10 keyed by (seed, pixel index, stream) -- one
+        stream per model, Box-Muller Gaussians (``kernels/noisify_counter.py``,
+        docs/differences.md) -- so the pixels are drawn in parallel, on all
+        CPU cores or on the GPU, with the same integers on both; not C's numbers.
+    device : {"cpu", "cuda"}
+        Where the counter generator's noise runs (``cuda``: numba.cuda
+        kernels, the PSF as a per-output-pixel gather).  The noiseless
+        images draw no random numbers and are computed on the CPU.
 
     Returns
     -------
@@ -314,7 +331,9 @@ def noisify(image, *, scale: float = 1.0, fluence: float = DEFAULT_FLUENCE, gain
     ------
     NanoBraggError
         For an impossible setting (bits other than 16/32, negative PSF
-        radius or FWHM, non-finite numbers, an empty image).
+        radius or FWHM, non-finite numbers, an empty image, an unknown
+        generator or device, ``device="cuda"`` with C's serial generator or
+        without a usable GPU).
     """
     kc, kn = _kernels()
     values, res_pixel = _as_image(image)
@@ -330,6 +349,13 @@ def noisify(image, *, scale: float = 1.0, fluence: float = DEFAULT_FLUENCE, gain
         raise NanoBraggError("psf_radius must be 0 (automatic) or positive, got %r" % (psf_radius,))
     if float(psf_fwhm_um) < 0:
         raise NanoBraggError("psf_fwhm_um must not be negative, got %r" % (psf_fwhm_um,))
+    if generator not in GENERATORS:
+        raise NanoBraggError("unknown noise generator %r (use %s)" % (generator, " or ".join(GENERATORS)))
+    if device not in ("cpu", "cuda"):
+        raise NanoBraggError("unknown device %r (use cpu or cuda)" % (device,))
+    if device == "cuda" and generator != "counter":
+        raise NanoBraggError("C's noise generator is serial and runs on the CPU: device='cuda' needs "
+                             "generator='counter'")
     if pixel_mm is None:
         pixel_mm = res_pixel if res_pixel is not None else 0.1
     if not (float(pixel_mm) > 0 and math.isfinite(float(pixel_mm))):
@@ -379,6 +405,28 @@ def noisify(image, *, scale: float = 1.0, fluence: float = DEFAULT_FLUENCE, gain
         res.log = [n for n in log if not n.startswith("note: ")]
         return res
 
+    if generator == "counter":
+        ops = counter_ops(device)
+        out = counter_pipeline(
+            ops, ops.asarray(flat, np.float32), shape[1], shape[0], seed=int(seed),
+            calib_seed=DEFAULT_CALIB_SEED_WORD if calib_seed is None else int(calib_seed),
+            flicker=float(flicker), calibration=float(calibration), psf=psf if do_psf else None,
+            fwhm_pixels=fwhm_pixels, psf_radius=int(psf_radius), gain=float(gain), adc=float(adc),
+            readout=float(readout), c_quirks=bool(c_quirks), psf_fwhm_um=float(psf_fwhm_um), log=log)
+        res.photons_before_psf = out["before"]
+        res.photons_total = out["total"]
+        flags = ops.to_host(out["flags"])
+        res.overloads = int(np.count_nonzero(flags & (FLAG_OVER16 if bits == 16 else FLAG_OVER32)))
+        neg = int(np.count_nonzero(flags & FLAG_NEGATIVE))
+        if neg and not c_quirks:
+            res.notes.append("%d noise-image pixels have a negative ADU and are 0; C's conversion is undefined "
+                             "(-c_quirks gives what gcc makes of it)" % neg)
+        res.noise_image = ops.to_host(out["n16"] if bits == 16 else out["n32"]).reshape(shape)
+        res.counts = ops.to_host(out["counts"]).reshape(shape)
+        res.notes.extend(n[len("note: "):] for n in log if n.startswith("note: "))
+        res.log = [n for n in log if not n.startswith("note: ")]
+        return res
+
     counts, before = kn.noise_photons(flat, float(flicker), float(calibration), seed_idum, calib_idum, tab, fst)
     res.photons_before_psf = float(before)
     if do_psf:
@@ -399,6 +447,177 @@ def noisify(image, *, scale: float = 1.0, fluence: float = DEFAULT_FLUENCE, gain
     return res
 
 
+# ---------------------------------------------------------------- the counter generator's pipeline
+
+
+class CpuOps:
+    """The steps of :func:`counter_pipeline` on all CPU cores (numpy arrays; ``kernels/noisify_counter.py``)."""
+
+    name = "cpu"
+
+    def __init__(self):
+        from .kernels import noisify_counter as K
+        self.K = K
+
+    def asarray(self, a, dtype=None):
+        return np.ascontiguousarray(a, dtype=dtype)
+
+    def empty(self, n, dtype):
+        return np.empty(n, dtype=dtype)
+
+    def to_host(self, a):
+        return a
+
+    def counts(self, *args):
+        self.K.counts_cpu(*args)
+
+    def psf_setup(self, *args):
+        self.K.psf_setup_cpu(*args)
+
+    def edge_wrap(self, *args):
+        self.K.edge_wrap_cpu(*args)
+
+    def row_stats(self, values, xpixels, ypixels):
+        sums = np.empty(ypixels)
+        maxima = np.empty(ypixels)
+        self.K.row_stats_cpu(values, xpixels, sums, maxima)
+        return sums, maxima
+
+    def psf(self, *args):
+        self.K.psf_cpu(*args)
+
+    def adu(self, *args):
+        self.K.adu_cpu(*args)
+
+    def synchronize(self):
+        pass
+
+
+def counter_ops(device: str):
+    """The step runner of :func:`counter_pipeline` for ``cpu`` or ``cuda`` (a usable GPU, or NanoBraggError)."""
+    if device == "cuda":
+        from .backends import choose
+        choose("cuda")
+        from .kernels.cuda_noisify import CudaOps
+        return CudaOps()
+    return CpuOps()
+
+
+def _ordered_sum(values) -> float:
+    """Row sums added in row order (the same on every device)."""
+    total = 0.0
+    for v in np.asarray(values, dtype=np.float64).tolist():
+        total += v
+    return total
+
+
+def counter_pipeline(ops, photons, xpixels: int, ypixels: int, *, seed: int, calib_seed: int = DEFAULT_CALIB_SEED_WORD,
+                     flicker: float = 0.0, calibration: float = 0.0, psf: Optional[str] = None,
+                     fwhm_pixels: float = 1.0, psf_radius: int = 0, gain: float = 1.0, adc: float = 40.0,
+                     readout: float = 0.0, c_quirks: bool = False, origin=(0, 0), stride: Optional[int] = None,
+                     psf_fwhm_um: Optional[float] = None, log: Optional[list] = None) -> dict:
+    """noisify's noise image with the counter generator, every step one parallel pass (CPU or device).
+
+    Parameters
+    ----------
+    ops : CpuOps or kernels.cuda_noisify.CudaOps
+        Where the passes run (:func:`counter_ops`).
+    photons : array
+        float32 flat ``ypixels*xpixels`` photons/pixel, on that device.
+    seed, calib_seed : int
+        Keys of the Poisson/flicker/read-out streams and of the calibration stream.
+    origin, stride : optional
+        The image's place on the detector: pixel (x, y) is detector pixel
+        ``(origin[1] + y) * stride + origin[0] + x`` (default: the image is the detector).
+    log : list, optional
+        Receives the PSF's lines, as :func:`apply_psf` writes them.
+
+    Returns
+    -------
+    dict
+        ``counts`` (float32, after the PSF), ``n16``, ``n32``, ``flags``
+        (device arrays of ``ops``), ``before`` and ``total`` (photons before
+        and after the PSF, double, rows summed in order).
+    """
+    from .kernels.noisify_counter import key_words
+    log = [] if log is None else log
+    n = xpixels * ypixels
+    ox, oy = (int(v) for v in origin)
+    stride = xpixels if stride is None else int(stride)
+    k0, k1 = key_words(seed)
+    c0, c1 = key_words(calib_seed)
+    counts = ops.empty(n, np.float32)
+    ops.counts(photons, counts, xpixels, ox, oy, stride, float(flicker), float(calibration), k0, k1, c0, c1)
+    sums, _m = ops.row_stats(counts, xpixels, ypixels)
+    before = _ordered_sum(sums)
+    if psf is not None:
+        log.append("%.0f photons on noise image before PSF" % before)
+        if psf_fwhm_um is not None:
+            log.append("  applying PSF width = %g um" % (float(np.float32(float(psf_fwhm_um) / 1e6)) * 1e6))
+        counts = _counter_psf(ops, counts, xpixels, ypixels, psf, fwhm_pixels, int(psf_radius), c_quirks, log)
+    n16 = ops.empty(n, np.uint16)
+    n32 = ops.empty(n, np.uint32)
+    flags = ops.empty(n, np.uint8)
+    ops.adu(counts, xpixels, ox, oy, stride, float(gain), float(adc), float(readout), k0, k1, bool(c_quirks),
+            n16, n32, flags)
+    sums, _m = ops.row_stats(counts, xpixels, ypixels)
+    return {"counts": counts, "n16": n16, "n32": n32, "flags": flags, "before": before,
+            "total": _ordered_sum(sums)}
+
+
+def _scatter_is_cheaper(radii, rmax, npix) -> bool:
+    """Whether C's per-source loop (one core) beats the per-output-pixel gather (all cores), as in :func:`apply_psf`."""
+    import numba
+    r = radii[radii > 0].astype(np.float64)
+    return npix * (2.0 * rmax + 1) ** 2 / max(1, numba.get_num_threads()) > float(np.sum((2 * r + 1) ** 2))
+
+
+def _counter_psf(ops, image, xpixels, ypixels, psf, fwhm_pixels, radius, c_quirks, log):
+    """:func:`apply_psf` as parallel passes: per-pixel radii, per-output-pixel gather (same sums as C's loop)."""
+    from .kernels import noisify as kn
+    kind = _PSF_KINDS[psf]
+    maxwidth = max(xpixels, ypixels)
+    n = xpixels * ypixels
+    if radius <= 0:
+        _s, maxima = ops.row_stats(image, xpixels, ypixels)
+        max_i = float(np.max(maxima))
+        log.append("  maximum input photon/pixel: %g" % max_i)
+        if max_i <= 0.0:
+            log.append("WARNING: no photons, PSF skipped")
+            return ops.asarray(np.zeros(n, dtype=np.float32))
+        table_r = int(kn.auto_radius(kind, max_i, float(fwhm_pixels), False))
+        log.append("  auto-selected psf_radius = %d pixels" % table_r)
+        if table_r == 0:
+            table_r = 1
+    else:
+        table_r = radius
+    table_r = min(table_r, maxwidth)
+    table = kn.psf_kernel_table(kind, float(fwhm_pixels), table_r)
+    radii = ops.empty(n, np.int32)
+    lost = ops.empty(n, np.float64)
+    ops.psf_setup(image, radii, lost, kind, float(fwhm_pixels), int(radius), maxwidth)
+    lsums, _m = ops.row_stats(lost, xpixels, ypixels)
+    total_lost = _ordered_sum(lsums)
+    _s, rmaxes = ops.row_stats(radii, xpixels, ypixels)
+    rmax = int(np.max(rmaxes))
+    if ops.name == "cpu" and _scatter_is_cheaper(radii, rmax, n):
+        # a few bright pixels with much larger discs than the rest: C's per-source loop, the same bits
+        out, _w = kn.psf_scatter(image, xpixels, ypixels, table, radii, bool(c_quirks))
+        kn.add_uniform(out, total_lost / n)
+    else:
+        out = ops.empty(n, np.float32)
+        ops.psf(image, out, xpixels, ypixels, table, radii, rmax, bool(c_quirks), total_lost / n)
+    if not c_quirks:
+        touched = ops.empty(n, np.uint8)
+        ops.edge_wrap(image, radii, table, xpixels, ypixels, touched)
+        _s, tmax = ops.row_stats(touched, xpixels, ypixels)
+        if np.max(tmax) > 0:
+            log.append("note: PSF light falling one column past the right edge is dropped; C adds it to "
+                       "column 0 of the next row (psf_edge_wrap; -c_quirks restores C's behaviour)")
+    log.append("adding back %g lost photons" % total_lost)
+    return out
+
+
 # ---------------------------------------------------------------- the main command's noise image
 
 
@@ -407,7 +626,8 @@ def detector_model_on(cfg) -> bool:
     return bool(cfg.readout_noise > 0 or cfg.flicker_noise > 0 or cfg.calibration_noise > 0 or cfg.psf)
 
 
-def detector_noise(floatimage, cfg, roi, pixel_size_m: float, seed: int):
+def detector_noise(floatimage, cfg, roi, pixel_size_m: float, seed: int, generator: str = "c",
+                   device: str = "cpu"):
     """The main command's noise image with noisify's detector model (``-readout_noise``, ``-psf``...).
 
     The region of interest is the detector: noisify's loops run over the ROI
@@ -415,7 +635,9 @@ def detector_noise(floatimage, cfg, roi, pixel_size_m: float, seed: int):
     noisify run on the float image would), pixels outside it are 0.  Gain 1
     and ``-adc`` as for nanoBragg's own noise image; the calibration error is
     off unless ``-calibration`` is given.  Without any of these flags the
-    caller keeps nanoBragg's Poisson noise loop (C's image).
+    caller keeps nanoBragg's Poisson noise loop (C's image).  ``generator``
+    and ``device`` as in :func:`noisify` (``batch --noise-generator counter``
+    uses the counter generator; its pixel index is that of the ROI rectangle).
 
     Returns
     -------
@@ -438,6 +660,6 @@ def detector_noise(floatimage, cfg, roi, pixel_size_m: float, seed: int):
                   flicker=float(cfg.flicker_noise), calibration=float(cfg.calibration_noise), psf=cfg.psf,
                   psf_fwhm_um=float(cfg.psf_fwhm_um), psf_radius=int(cfg.psf_radius),
                   pixel_mm=float(pixel_size_m) * 1000.0, seed=int(seed), calib_seed=cfg.calib_seed,
-                  c_quirks=bool(cfg.c_quirks))
+                  c_quirks=bool(cfg.c_quirks), generator=generator, device=device)
     out[ymin:ymax + 1, xmin:xmax + 1] = res.noise_image
     return out, res.photons_before_psf, res.overloads, list(res.notes)
