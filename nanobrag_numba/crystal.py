@@ -233,6 +233,12 @@ def cell_start(cfg: Config, lambda0: float, log: Callable[[str], None]) -> CellS
         a_star, b_star, c_star = read_matrix(cfg.matfile, lambda0)
     if not user_cell and cfg.matfile is None and cfg.matrix is None:
         raise NanoBraggError("no unit cell: give -cell a b c alpha beta gamma or -mat FILE")
+    if cfg.matfile is not None or cfg.matrix is not None:
+        volume = V.dot(a_star, V.cross(b_star, c_star))
+        if not (math.isfinite(volume) and volume != 0.0):
+            raise NanoBraggError("the orientation matrix %sis singular (its reciprocal axes a*, b*, c* lie in one "
+                                 "plane): it describes no crystal"
+                                 % ("of %s " % cfg.matfile if cfg.matrix is None else ""))
     return CellStart(user_cell, a0, b0, c0, V_cell_user, a_star, b_star, c_star)
 
 

@@ -193,10 +193,18 @@ def test_hkl_non_finite_F(capsys, workdir, f_text):
     ("0.01 0 0\n0 abc 0\n0 0 0.01\n", "'abc' is not a finite number"),
     ("0.01 0 0\n0 0.01 0\n", "found 6"),
     ("\x00\xff\xfe garbage\n", "line 1"),
+    ("0.01 0 0\n0.02 0 0\n0 0 0.01\n", "is singular"),      # a* and b* parallel: no crystal (C: NaN image)
 ])
 def test_bad_matrix_file(capsys, workdir, text, expect):
     (workdir / "A.mat").write_bytes(text.encode("latin-1"))
     _fails(capsys, workdir, ["-hkl", "P1.hkl", "-mat", "A.mat", "-N", "5", "-detpixels", "16"], "A.mat", expect)
+
+
+def test_singular_matrix_setting_is_one_error(workdir):
+    sim = nb.Simulator(["-hkl", "P1.hkl", "-cell", "40", "40", "40", "90", "90", "90", "-detpixels", "8"],
+                       device="cpu")
+    with pytest.raises(NanoBraggError, match="the orientation matrix is singular"):
+        sim.prepare(matrix=(1, 0, 0, 2, 0, 0, 0, 0, 1))
 
 
 def test_matrix_read_as_c_reads_it(workdir):
