@@ -38,7 +38,7 @@ def _make_kernel(phys):
     clear_result = phys.clear_result
 
     @cuda.jit
-    def render_kernel(p, sources, rot, phi_map, phi_map_first, Fhkl, mask, out, out_oob, trace, first, last):
+    def render_kernel(p, sources, rot, phi_map, phi_map_first, Fhkl, mask, panels, out, out_oob, trace, first, last):
         idx = first + cuda.grid(1)
         if idx >= last:
             return
@@ -48,7 +48,7 @@ def _make_kernel(phys):
             clear_result(out, out_oob, idx)
             return
         store_result(out, out_oob, idx,
-                     render_pixel(p, spixel, fpixel, sources, rot, phi_map, phi_map_first, Fhkl, trace))
+                     render_pixel(p, spixel, fpixel, sources, rot, phi_map, phi_map_first, Fhkl, trace, panels))
 
     return render_kernel
 
@@ -60,7 +60,8 @@ def _make_many_kernel(phys):
     clear_result = phys.clear_result
 
     @cuda.jit
-    def render_many_kernel(p, sources, rot, phi_map, phi_map_first, Fhkl, mask, out, out_oob, trace, nimages):
+    def render_many_kernel(p, sources, rot, phi_map, phi_map_first, Fhkl, mask, panels, out, out_oob, trace,
+                           nimages):
         j = cuda.grid(1)
         npix = p.fpixels * p.spixels
         if j >= nimages * npix:
@@ -73,7 +74,7 @@ def _make_many_kernel(phys):
             clear_result(out, out_oob, j)
             return
         store_result(out, out_oob, j,
-                     render_pixel(p, spixel, fpixel, sources, rot[k], phi_map[k], phi_map_first[k], Fhkl, trace))
+                     render_pixel(p, spixel, fpixel, sources, rot[k], phi_map[k], phi_map_first[k], Fhkl, trace, panels))
 
     return render_many_kernel
 
@@ -111,10 +112,11 @@ def device_hkl(Fhkl, precision="double"):
     return cuda.to_device(np.ascontiguousarray(Fhkl, dtype=np.float32 if precision == "single" else np.float64))
 
 
-def device_tables(sources, rot, phi_map, phi_map_first, Fhkl, mask, precision="double"):
+def device_tables(sources, rot, phi_map, phi_map_first, Fhkl, mask, precision="double", panels=None):
     """Copy the per-image tables to the device (float32 ones for single precision).
 
-    ``Fhkl`` may already be a device array (see :func:`device_hkl`).
+    ``Fhkl`` may already be a device array (see :func:`device_hkl`);
+    ``panels`` is the panel table (``physics.PANEL_COLUMNS``; a dummy row when None).
     """
     dtype = np.float32 if precision == "single" else np.float64
     if isinstance(Fhkl, np.ndarray):
@@ -124,7 +126,15 @@ def device_tables(sources, rot, phi_map, phi_map_first, Fhkl, mask, precision="d
             cuda.to_device(np.ascontiguousarray(phi_map)),
             cuda.to_device(np.ascontiguousarray(phi_map_first)),
             Fhkl,
-            cuda.to_device(np.ascontiguousarray(mask)))
+            cuda.to_device(np.ascontiguousarray(mask)),
+            cuda.to_device(_panel_table(panels, dtype)))
+
+
+def _panel_table(panels, dtype):
+    from .physics import PANEL_COLUMNS
+    if panels is None:
+        panels = np.zeros((1, len(PANEL_COLUMNS)))
+    return np.ascontiguousarray(panels, dtype=dtype)
 
 
 def render_cuda(params, tables, npix, precision="double", threads_per_block=None, variant=None):
@@ -146,7 +156,7 @@ def render_cuda(params, tables, npix, precision="double", threads_per_block=None
     return out, oob
 
 
-def device_tables_many(sources, rots, phi_maps, phi_maps_first, Fhkl, mask, precision="double"):
+def device_tables_many(sources, rots, phi_maps, phi_maps_first, Fhkl, mask, precision="double", panels=None):
     """Upload the tables of K images: shared sources, HKL table, mask; stacked rotation tables and phi maps.
 
     ``rots`` is float[K, nrot, domains, 9], ``phi_maps`` and ``phi_maps_first``
@@ -160,7 +170,8 @@ def device_tables_many(sources, rots, phi_maps, phi_maps_first, Fhkl, mask, prec
             cuda.to_device(np.ascontiguousarray(phi_maps, dtype=np.int32)),
             cuda.to_device(np.ascontiguousarray(phi_maps_first, dtype=np.int32)),
             Fhkl,
-            cuda.to_device(np.ascontiguousarray(mask)))
+            cuda.to_device(np.ascontiguousarray(mask)),
+            cuda.to_device(_panel_table(panels, dtype)))
 
 
 def render_many_cuda(params, tables, npix, nimages, precision="double", threads_per_block=None, variant=None):
