@@ -315,6 +315,7 @@ VARIANTS: List[Variant] = [
     Variant("generic", _variant_kernel(generic=True), g1_signature),
     Variant("G1+interp", _variant_kernel(interpolate=1), g1_signature),
     Variant("G1+quirks", _variant_kernel(quirks=1), g1_signature),
+    Variant("G1+panels", _variant_kernel(panels=1), g1_signature),   # a multi-panel detector (panel table)
 ]
 PRECISIONS = ("double", "single")
 

@@ -429,6 +429,12 @@ def check_panel_outputs(cfg, panels) -> None:
     if len(panels) < 2:
         return
     src = cfg.detector_json or cfg.expt
+    if cfg.background_stol is not None:
+        raise NanoBraggError("-background is rendered on one panel: a multi-panel detector (%s) is not supported "
+                             "with it yet" % src)
+    if cfg.psf is not None:
+        raise NanoBraggError("-psf spreads light across the image: a multi-panel detector (%s) is not supported "
+                             "with it (apply noisify to each panel's float image)" % src)
     for flag, path in (("-cbffile", cfg.cbffile), ("-cbfnoisefile", cfg.cbfnoisefile)):
         if path:
             raise NanoBraggError("%s writes one panel: a multi-panel detector (%s) is written as NXmx (-nxsfile), "

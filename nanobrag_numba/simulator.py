@@ -730,7 +730,8 @@ def launch_key(prep: Prepared, backend: str) -> tuple:
     params = p._replace(**free) if free else p
     return (backend, prep.cfg.precision, tuple(params), prep.I_bg != 0.0,
             prep.sources.shape, prep.sources.tobytes(), id(prep.Fhkl), prep.mask.shape, prep.mask.tobytes(),
-            prep.rot.shape, prep.phi_map.shape, prep.steps, prep.det.shape)
+            prep.rot.shape, prep.phi_map.shape, prep.steps, prep.det.shape,
+            prep.panels.tobytes() if prep.panels is not None else None)
 
 
 def launch_groups(preps: List[Prepared], backend: str) -> List[List[int]]:

@@ -271,3 +271,33 @@ print(json.dumps(out))
     # the pixels of each module are that panel's int image
     ints = res.int_image()
     assert got["sums"] == pytest.approx([float(ints[k].sum()) for k in range(4)])
+
+
+def _real_to_A(real):
+    return tuple(float(x) for x in np.linalg.inv(np.asarray(real, dtype=float)).reshape(-1))
+
+
+def test_from_expt_and_batch_jobs_override_the_crystal_in_the_dials_frame(tmp_path, flat, capsys):
+    det, _ = flat
+    doc = _expt([_dials_panel(det, 8, 0), _dials_panel(det, 8, 8)])
+    doc["crystal"][0]["real_space_a"] = [40.0, 30.0, 0.0]     # a general orientation
+    doc["crystal"][0]["real_space_b"] = [-30.0, 40.0, 0.0]
+    path = _write(tmp_path / "c.expt", doc)
+    sim = nb.Simulator.from_expt(path, "-default_F 100 -N 5", device="cpu")
+    base = sim.render()
+    assert base.floatimage.shape == (2, 8, 16)
+    A0 = _real_to_A([[40.0, 30.0, 0.0], [-30.0, 40.0, 0.0], [0.0, 0.0, 50.0]])
+    assert sim.base.dials_A == pytest.approx(A0)
+    turned = _real_to_A([[50.0, 0.0, 0.0], [0.0, 50.0, 0.0], [0.0, 0.0, 50.0]])
+    other = sim.render(dials_A=turned)
+    assert not np.array_equal(other.floatimage, base.floatimage)
+    jobs = tmp_path / "jobs.jsonl"
+    jobs.write_text(json.dumps({"id": "same", "dials_A": list(A0)}) + "\n"
+                    + json.dumps({"id": "turned", "dials_A": list(turned)}) + "\n")
+    out = tmp_path / "run"
+    assert main(["batch", "--jobs", str(jobs), "--out", str(out), "--format", "float", "--",
+                 "-expt", path, "-default_F", "100", "-N", "5", "-device", "cpu"]) == 0
+    capsys.readouterr()
+    names = sorted(f for f in os.listdir(out) if f.startswith("img_"))
+    imgs = [np.fromfile(out / n, dtype=np.float32).reshape(2, 8, 16) for n in names]
+    assert np.array_equal(imgs[0], base.floatimage) and np.array_equal(imgs[1], other.floatimage)
