@@ -410,11 +410,29 @@ def load_panels(cfg) -> Optional[List[Panel]]:
     return panels
 
 
+#: Config fields of the flags' detector geometry, which a panel description replaces (field, flag)
+GEOMETRY_FIELDS = (
+    ("distance", "-distance"), ("close_distance", "-close_distance"), ("pixel_size", "-pixel"),
+    ("detsize_f", "-detsize"), ("detsize_s", "-detsize"), ("fpixels", "-detpixels"), ("spixels", "-detpixels"),
+    ("Xbeam", "-Xbeam"), ("Ybeam", "-Ybeam"), ("Xclose", "-Xclose"), ("Yclose", "-Yclose"), ("ORGX", "-ORGX"),
+    ("ORGY", "-ORGY"), ("detector_twotheta", "-twotheta"), ("detector_rotx", "-detector_rotx"),
+    ("detector_roty", "-detector_roty"), ("detector_rotz", "-detector_rotz"), ("pix0_vector", "-pix0_vector"),
+    ("fdet_vector", "-fdet_vector"), ("sdet_vector", "-sdet_vector"), ("odet_vector", "-odet_vector"),
+    ("pivot", "-pivot"),
+)
+
+
 def check_panel_flags(cfg) -> None:
     """Refuse the flags that a panel description replaces or that do not apply to it."""
+    import dataclasses
     if cfg.detector_json is not None and cfg.expt is not None:
         raise NanoBraggError("-detector_json and -expt both describe the detector: give one")
     src = cfg.detector_json or cfg.expt
+    defaults = {f.name: f.default for f in dataclasses.fields(cfg)}
+    for name, flag in GEOMETRY_FIELDS:
+        if getattr(cfg, name) != defaults[name]:
+            raise NanoBraggError("%s does not apply: the panels of %s place the detector (edit the panels there)"
+                                 % (flag, src))
     if cfg.roi is not None:
         raise NanoBraggError("-roi cannot be used with a panel description (%s): mask pixels off there" % src)
     if cfg.maskfile is not None:

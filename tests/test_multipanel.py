@@ -25,6 +25,9 @@ from test_cbf import SYSTEM_PYTHON, _dxtbx_available
 
 FLAGS = ["-default_F", "100", "-cell", "50", "50", "50", "90", "90", "90", "-N", "5", "-detpixels", "16",
          "-distance", "50", "-misset", "10", "20", "30", "-device", "cpu"]
+#: the same run with the detector from a panel description (the flags' geometry is refused there)
+PFLAGS = [w for i, w in enumerate(FLAGS) if FLAGS[i - 1 if i else 0] not in ("-distance", "-detpixels")
+          and w not in ("-distance", "-detpixels")]
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
@@ -58,7 +61,7 @@ def flat():
 def test_one_panel_description_is_the_flags_image_bit_for_bit(tmp_path, flat):
     det, image = flat
     path = _write(tmp_path / "one.json", {"panels": [_panel_of(det)]})
-    got = _render(FLAGS + ["-detector_json", path])
+    got = _render(PFLAGS + ["-detector_json", path])
     assert got.shape == image.shape and got.dtype == np.float32
     assert np.array_equal(got, image)
 
@@ -67,18 +70,18 @@ def test_split_detector_reproduces_the_monolithic_image(tmp_path, flat):
     det, image = flat
     halves = [_panel_of(det, 8, 0, name="top"), _panel_of(det, 8, 8, name="bottom")]
     path = _write(tmp_path / "two.json", {"panels": halves})
-    got = _render(FLAGS + ["-detector_json", path])
+    got = _render(PFLAGS + ["-detector_json", path])
     assert got.shape == (2, 8, 16)
     assert np.array_equal(got.reshape(16, 16), image)
     # the same panels listed the other way round: each panel keeps its own pixels
     path2 = _write(tmp_path / "two_rev.json", {"panels": halves[::-1]})
-    rev = _render(FLAGS + ["-detector_json", path2])
+    rev = _render(PFLAGS + ["-detector_json", path2])
     assert np.array_equal(rev[0], image[8:]) and np.array_equal(rev[1], image[:8])
     # four panels of four rows, one of them masked off by a rectangle
     quarters = [_panel_of(det, 4, 4 * k) for k in range(4)]
     quarters[2]["mask"] = [[0, 0, 16, 4]]
     path4 = _write(tmp_path / "four.json", {"panels": quarters})
-    got4 = _render(FLAGS + ["-detector_json", path4])
+    got4 = _render(PFLAGS + ["-detector_json", path4])
     want = image.reshape(4, 4, 16).copy()
     want[2] = 0.0
     assert np.array_equal(got4, want)
@@ -90,7 +93,7 @@ def test_panel_geometry_is_used_per_panel(tmp_path, flat):
     far = _panel_of(det, 8, 8)
     far["origin_mm"] = [far["origin_mm"][0] * 2.0] + far["origin_mm"][1:]
     path = _write(tmp_path / "far.json", {"panels": [_panel_of(det, 8, 0), far]})
-    got = _render(FLAGS + ["-detector_json", path])
+    got = _render(PFLAGS + ["-detector_json", path])
     assert np.array_equal(got[0], image[:8])
     assert not np.array_equal(got[1], image[8:]) and got[1].sum() < image[8:].sum()
 
@@ -99,7 +102,7 @@ def test_cli_outputs_of_a_multi_panel_detector(tmp_path, flat, monkeypatch, caps
     det, image = flat
     monkeypatch.chdir(tmp_path)
     _write(tmp_path / "two.json", {"panels": [_panel_of(det, 8, 0), _panel_of(det, 8, 8)]})
-    assert main(FLAGS + ["-detector_json", "two.json", "-floatfile", "f.bin", "-intfile", "i.img",
+    assert main(PFLAGS + ["-detector_json", "two.json", "-floatfile", "f.bin", "-intfile", "i.img",
                          "-noisefile", "n.img", "-pgmfile", "p.pgm", "-nxsfile", "d.nxs", "-seed", "1"]) == 0
     raw = np.fromfile("f.bin", dtype=np.float32)
     assert np.array_equal(raw, image.reshape(-1))      # (panels, slow, fast): the monolithic bytes
@@ -115,7 +118,7 @@ def test_cli_outputs_of_a_multi_panel_detector(tmp_path, flat, monkeypatch, caps
         assert f["entry/data/data"].shape == (1, 16, 16)
     capsys.readouterr()
     # CBF holds one panel: refused with one line, nothing written
-    assert main(FLAGS + ["-detector_json", "two.json", "-cbffile", "x.cbf", "-floatfile", "g.bin"]) == 2
+    assert main(PFLAGS + ["-detector_json", "two.json", "-cbffile", "x.cbf", "-floatfile", "g.bin"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "-cbffile" in err[0] and not os.path.exists("x.cbf") and not os.path.exists("g.bin")
 
@@ -144,12 +147,12 @@ def test_bad_descriptions_are_one_line_errors(tmp_path, monkeypatch, capsys, doc
     monkeypatch.chdir(tmp_path)
     path = tmp_path / "bad.json"
     path.write_text(doc if isinstance(doc, str) else json.dumps(doc))
-    assert main(FLAGS + ["-detector_json", "bad.json", "-floatfile", "f.bin"]) == 2
+    assert main(PFLAGS + ["-detector_json", "bad.json", "-floatfile", "f.bin"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("nanobrag-numba: error:") and words in err[0], err
     assert sorted(os.listdir(tmp_path)) == ["bad.json"]
     with pytest.raises(NanoBraggError, match=words.replace("(", r"\(")):
-        nb.Simulator(nb.Config.from_args(FLAGS + ["-detector_json", str(path)]), device="cpu").render()
+        nb.Simulator(nb.Config.from_args(PFLAGS + ["-detector_json", str(path)]), device="cpu").render()
 
 
 def test_flags_that_a_description_replaces_are_refused(tmp_path, flat):
@@ -157,7 +160,7 @@ def test_flags_that_a_description_replaces_are_refused(tmp_path, flat):
     path = _write(tmp_path / "one.json", {"panels": [_panel_of(det)]})
     for extra, words in ((["-roi", "0", "3", "0", "3"], "-roi"), (["-curved_det"], "-curved_det")):
         with pytest.raises(NanoBraggError, match=words):
-            nb.Simulator(nb.Config.from_args(extra + FLAGS + ["-detector_json", path]), device="cpu").render()
+            nb.Simulator(nb.Config.from_args(extra + PFLAGS + ["-detector_json", path]), device="cpu").render()
 
 
 # ---------------------------------------------------------------- DIALS experiment lists
@@ -301,3 +304,49 @@ def test_from_expt_and_batch_jobs_override_the_crystal_in_the_dials_frame(tmp_pa
     names = sorted(f for f in os.listdir(out) if f.startswith("img_"))
     imgs = [np.fromfile(out / n, dtype=np.float32).reshape(2, 8, 16) for n in names]
     assert np.array_equal(imgs[0], base.floatimage) and np.array_equal(imgs[1], other.floatimage)
+
+
+def test_panel_sensor_thickness_and_attenuation(tmp_path):
+    """Per-panel thickness / mu: the split thick detector is the flags' one; another mu changes its panel only."""
+    thick = FLAGS + ["-detector_thick", "300", "-detector_abs", "500", "-detector_thicksteps", "2"]
+    cfg = nb.Config.from_args(thick)
+    det = prepare(cfg, lambda s: None, write_dump=False).det
+    image = _render(thick)
+    halves = [_panel_of(det, 8, 0, thickness_mm=0.3, mu_per_mm=2.0), _panel_of(det, 8, 8, thickness_mm=0.3)]
+    path = _write(tmp_path / "thick.json", {"panels": halves})
+    got = _render(PFLAGS + ["-detector_json", path, "-detector_thicksteps", "2", "-detector_abs", "500"])
+    assert np.array_equal(got.reshape(16, 16), image)
+    halves[1]["mu_per_mm"] = 20.0       # a denser sensor captures more
+    path2 = _write(tmp_path / "thick2.json", {"panels": halves})
+    got2 = _render(PFLAGS + ["-detector_json", path2, "-detector_thicksteps", "2", "-detector_abs", "500"])
+    assert np.array_equal(got2[0], image[:8]) and got2[1].sum() > image[8:].sum()
+    halves[1]["thickness_mm"] = 0
+    path3 = _write(tmp_path / "mixed.json", {"panels": halves})
+    with pytest.raises(NanoBraggError, match="mix sensors"):
+        _render(PFLAGS + ["-detector_json", path3])
+
+
+def test_outputs_that_hold_one_panel_are_refused_for_several(tmp_path, flat):
+    det, _ = flat
+    path = _write(tmp_path / "two.json", {"panels": [_panel_of(det, 8, 0), _panel_of(det, 8, 8)]})
+    stol = tmp_path / "w.stol"
+    stol.write_text("0 2.57\n0.5 2.57\n")
+    for extra, words in ((["-psf", "gauss"], "-psf"), (["-background", str(stol)], "-background")):
+        with pytest.raises(NanoBraggError, match=words):
+            nb.Simulator(nb.Config.from_args(PFLAGS + ["-detector_json", path] + extra), device="cpu").render()
+    res = nb.Simulator(nb.Config.from_args(PFLAGS + ["-detector_json", path]), device="cpu").render()
+    assert res.int_image().shape == (2, 8, 16) and res.noise_image(seed=1).shape == (2, 8, 16)
+    for writer in (nb.write_smv, nb.write_cbf, nb.write_pgm):
+        with pytest.raises(NanoBraggError, match="one panel"):
+            writer(str(tmp_path / "x"), res)
+    assert not os.path.exists(tmp_path / "x")
+
+
+def test_geometry_flags_that_the_panels_replace_are_refused(tmp_path, flat):
+    det, _ = flat
+    path = _write(tmp_path / "one.json", {"panels": [_panel_of(det)]})
+    base = PFLAGS
+    for extra, flag in ((["-distance", "80"], "-distance"), (["-twotheta", "5"], "-twotheta"),
+                        (["-pixel", "0.2"], "-pixel")):
+        with pytest.raises(NanoBraggError, match="%s does not apply" % flag):
+            nb.Simulator(nb.Config.from_args(base + ["-detector_json", path] + extra), device="cpu").render()
