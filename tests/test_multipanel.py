@@ -11,6 +11,7 @@ writes NXmx and checks that dxtbx imports every panel within 0.01 px.
 import json
 import os
 import subprocess
+import sys
 
 import h5py
 import numpy as np
@@ -350,3 +351,29 @@ def test_geometry_flags_that_the_panels_replace_are_refused(tmp_path, flat):
                         (["-pixel", "0.2"], "-pixel")):
         with pytest.raises(NanoBraggError, match="%s does not apply" % flag):
             nb.Simulator(nb.Config.from_args(base + ["-detector_json", path] + extra), device="cpu").render()
+
+
+def test_cuda_kernel_reads_the_panel_table_as_the_cpu_kernel(tmp_path):
+    """The CUDA kernel (numba's CUDA simulator, no GPU needed) renders the panels as the CPU kernel does."""
+    from nanobrag_numba import tolerances as T
+    from nanobrag_numba.backends import run_kernel
+    from nanobrag_numba.kernels import variants as V
+    panels = [dict(origin_mm=[30.0, 1.0 + 2.0 * k, -4.0 + 3.0 * k], fast_axis=[0.02 * k, 0, 1],
+                   slow_axis=[0, -1, 0], pixel_size_mm=1.0 + 0.2 * k, image_size=[5, 3]) for k in range(3)]
+    path = _write(tmp_path / "three.json", {"panels": panels})
+    flags = ["-default_F", "100", "-cell", "50", "50", "50", "90", "90", "90", "-N", "3", "-misset", "10", "20",
+             "30", "-detector_json", path, "-oversample", "1"]
+    env = dict(os.environ, NUMBA_ENABLE_CUDASIM="1", NUMBA_DISABLE_JIT="1")
+    out = tmp_path / "sim.npz"
+    p = subprocess.run([sys.executable, os.path.join(HERE, "cuda_sim_worker.py"), str(out), str(tmp_path)] + flags,
+                       env=env, capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, p.stderr[-2000:]
+    sim = np.load(out)
+    prep = nb.Simulator(flags, device="cpu").prepare()
+    rows, oob, _ = run_kernel("cpu", prep, prep.params)
+    launched = V.Variant(*(int(x) for x in sim["variant"]))
+    assert launched == V.variant_of(prep.params) and launched.panels == V.ON
+    assert rows[0].max() > 0 and rows.shape == (6, 45)
+    np.testing.assert_allclose(sim["rows"], rows, rtol=T.CUDA_SIM_RTOL, atol=0)
+    # and the panels are not all the same (the table is read per pixel)
+    assert len({tuple(np.round(rows[3, 15 * k:15 * (k + 1)], 12)) for k in range(3)}) == 3

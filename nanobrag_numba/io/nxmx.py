@@ -147,7 +147,9 @@ def format_nxmx(prep, images: Sequence, phi_starts_deg: Optional[Sequence[float]
         _str(det, "type", "simulated")
         _str(det, "sensor_material", "Si")
         # nanoBragg's default sensor has no thickness; dxtbx needs one > 0: 1 nm makes its parallax nil
-        thick = det.create_dataset("sensor_thickness", data=max(float(prep.cfg.detector_thick * 1e3), 1e-6))
+        # (a panel description gives its own thickness: the one the run rendered, panel 0's)
+        thick_m = (prep.sampling.thick if (prep.cfg.detector_json or prep.cfg.expt) else prep.cfg.detector_thick)
+        thick = det.create_dataset("sensor_thickness", data=max(float(thick_m * 1e3), 1e-6))
         thick.attrs["units"] = "mm"
         det.create_dataset("x_pixel_size", data=geo.pixel_size_mm).attrs["units"] = "mm"
         det.create_dataset("y_pixel_size", data=geo.pixel_size_mm).attrs["units"] = "mm"
