@@ -1,6 +1,6 @@
 """Write a DIALS experiment list with a 4-panel detector (gaps, small tilts) and a crystal.
 
-Run with DIALS's Python (dxtbx): ``/usr/bin/python3 make_4panel_expt.py OUT.expt [NPIX]``.
+Run with DIALS's Python (dxtbx): ``/usr/bin/python3 make_4panel_expt.py OUT.expt [NPIX [THICK_MM]]``.
 Panels of NPIX x NPIX pixels (0.172 mm) in a 2 x 2 grid around the beam at
 100 mm, 1.5 mm gaps, each tilted by a degree or two about its own axes; the
 crystal: cubic 50 A (P 1) in a general orientation.
@@ -13,6 +13,7 @@ from scitbx import matrix
 
 out = sys.argv[1]
 npix = int(sys.argv[2]) if len(sys.argv) > 2 else 64
+thick = float(sys.argv[3]) if len(sys.argv) > 3 else 0.45
 ps = 0.172
 size = npix * ps
 gap = 1.5
@@ -30,7 +31,7 @@ for k, (ix, iy) in enumerate([(0, 0), (1, 0), (0, 1), (1, 1)]):
     p.set_pixel_size((ps, ps))
     p.set_image_size((npix, npix))
     p.set_trusted_range((-1, 1e6))
-    p.set_thickness(0.45)
+    p.set_thickness(thick)
     p.set_material("Si")
     ax, ay = (math.radians(t) for t in tilts[k])
     fast = matrix.col((1.0, 0.0, 0.0)).rotate_around_origin(matrix.col((0.0, 1.0, 0.0)), ay)
