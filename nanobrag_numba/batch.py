@@ -100,7 +100,8 @@ def _is_number(word: str) -> bool:
 
 # Config fields that name input files: made absolute so that workers in
 # other folders find them.
-PATH_FIELDS = ("hklfile", "matfile", "stolfile", "sourcefile", "imgfile", "maskfile", "background_stol")
+PATH_FIELDS = ("hklfile", "matfile", "stolfile", "sourcefile", "imgfile", "maskfile", "background_stol",
+               "detector_json", "expt")
 
 _FIELDS = tuple(f.name for f in dataclasses.fields(Config))
 
@@ -1381,6 +1382,12 @@ def run(argv: List[str], stderr=None) -> int:
         raise NanoBraggError("--noise-generator counter draws Poisson noise only; the detector noise model "
                              "(--noise-model, or -readout_noise/-flicker/-calibration/-psf in the base flags) "
                              "needs --noise-generator c")
+    if (base.detector_json or base.expt) and opts.format in ("smv", "cbf"):
+        from .panels import check_panel_flags, load_panels
+        check_panel_flags(base)
+        if len(load_panels(base)) > 1:
+            raise NanoBraggError("--format %s holds one panel: the detector of %s has several (use --format tiff, "
+                                 "float or nxs)" % (opts.format, base.detector_json or base.expt))
     if opts.background is not None:
         if not os.path.isfile(opts.background):
             raise NanoBraggError("cannot open %s: no such file (--background)" % opts.background)

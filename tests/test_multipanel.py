@@ -412,3 +412,20 @@ def test_dials_indexes_a_four_panel_still_and_recovers_the_cell(tmp_path):
     cell = json.loads(p.stdout.strip().splitlines()[-1])
     assert sorted(cell[:3]) == pytest.approx([50.0, 50.0, 50.0], rel=0.04), cell
     assert cell[3:] == pytest.approx([90.0, 90.0, 90.0], abs=2.5), cell
+
+
+def test_batch_refuses_one_panel_formats_for_several_panels(tmp_path, flat, monkeypatch, capsys):
+    det, _ = flat
+    monkeypatch.chdir(tmp_path)
+    _write(tmp_path / "two.json", {"panels": [_panel_of(det, 8, 0), _panel_of(det, 8, 8)]})
+    for fmt in ("smv", "cbf"):
+        assert main(["batch", "--random-orientations", "1", "--seed", "1", "--format", fmt, "--out", "run", "--"]
+                    + PFLAGS + ["-detector_json", "two.json"]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "holds one panel" in err[0], err
+    assert not os.path.exists("run")
+    # a relative description is found by the batch (made absolute like the other inputs)
+    assert main(["batch", "--random-orientations", "1", "--seed", "1", "--format", "float", "--out", "run2", "--"]
+                + PFLAGS + ["-detector_json", "two.json"]) == 0
+    capsys.readouterr()
+    assert os.path.getsize(tmp_path / "run2" / "img_000000.bin") == 16 * 16 * 4
