@@ -295,6 +295,9 @@ def test_from_expt_and_batch_jobs_override_the_crystal_in_the_dials_frame(tmp_pa
     turned = _real_to_A([[50.0, 0.0, 0.0], [0.0, 50.0, 0.0], [0.0, 0.0, 50.0]])
     other = sim.render(dials_A=turned)
     assert not np.array_equal(other.floatimage, base.floatimage)
+    many = sim.render_many([{"dials_A": A0}, {"dials_A": turned}])      # one launch, the panel table shared
+    assert np.array_equal(many[0].floatimage, base.floatimage) and np.array_equal(many[1].floatimage,
+                                                                                 other.floatimage)
     jobs = tmp_path / "jobs.jsonl"
     jobs.write_text(json.dumps({"id": "same", "dials_A": list(A0)}) + "\n"
                     + json.dumps({"id": "turned", "dials_A": list(turned)}) + "\n")
