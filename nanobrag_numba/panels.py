@@ -197,7 +197,7 @@ def read_detector_json(path: str) -> List[Panel]:
         mu = (_number(source, k, "mu_per_mm", d["mu_per_mm"], positive=True) * 1000.0
               if d.get("mu_per_mm") is not None else None)
         panels.append(Panel(name=str(d.get("name", "panel%d" % k)), origin=origin, fast=fast, slow=slow,
-                            normal=normal if "normal" in d else _away(origin, normal),
+                            normal=_away(origin, normal),
                             pixel_size=_pixel_size(source, k, "pixel_size_mm", d["pixel_size_mm"]) / 1000.0,
                             fpixels=size[0], spixels=size[1], thickness=thick, mu=mu,
                             mask=_mask(source, k, d.get("mask"), size)))
@@ -505,24 +505,32 @@ def panel_mask(panels: List[Panel]) -> Optional[np.ndarray]:
     return mask.reshape(-1)
 
 
-def panel_table(det, oversample: int, thickstep: float, mu: float, panels: Optional[List[Panel]] = None,
-                thicksteps: int = 1) -> np.ndarray:
+def panel_table(det, oversample: int, sampling, panels: Optional[List[Panel]] = None,
+                flags_mu: float = -1.0) -> np.ndarray:
     """The kernels' panel table (``kernels.physics.PANEL_COLUMNS``) of a detector.
 
     One row from ``det`` for a monolithic detector (the KParams values, so a
     one-panel run is the same arithmetic); a row per panel otherwise, with
-    each panel's sensor thickness and attenuation where it gives them.
+    each panel's sensor thickness and attenuation where it gives them (the
+    layers are the run's, ``sampling.thickstep`` scaled by the panel's
+    thickness; a panel without an attenuation takes ``-detector_abs`` where
+    it is given, else C's default, one over the panel's thickness).
     """
     from .kernels.physics import PANEL_COLUMNS
     dets = det.panels or (det,)
     table = np.zeros((len(dets), len(PANEL_COLUMNS)), dtype=np.float64)
     for k, d in enumerate(dets):
-        step, m = thickstep, mu
-        if panels is not None:
-            if panels[k].thickness is not None:
-                step = panels[k].thickness / thicksteps
+        step, m = sampling.thickstep, sampling.mu
+        if panels is not None and len(dets) > 1 and sampling.thick > 0.0:
+            t = panels[k].thickness
+            if t is not None and t != sampling.thick:
+                step = sampling.thickstep * (t / sampling.thick)
             if panels[k].mu is not None:
                 m = panels[k].mu
+            elif flags_mu < 0.0:
+                m = 1.0 / (t if t is not None else sampling.thick)
+            else:
+                m = flags_mu
         table[k] = (d.pix0 + d.fdet + d.sdet + d.odet
                     + (d.pixel_size, d.pixel_size / oversample, d.close_distance, step, m))
     return table

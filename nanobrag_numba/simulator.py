@@ -277,9 +277,9 @@ def prepare(cfg: Config, log: Callable[[str], None] = print, crand=None, hkl_cac
                     [p.thickness for p in panel_list]}) > 1:
                 raise NanoBraggError("the panels of %s mix sensors with and without thickness: give every panel "
                                      "a thickness or none" % (cfg.detector_json or cfg.expt))
-        mus = [p.mu for p in panel_list if p.mu is not None]
-        if mus and cfg.detector_mu <= 0:
-            cfg_eff = cfg_eff.replace(detector_mu=mus[0])
+        if panel_list[0].mu is not None:
+            # panel 0's sensor sets the run's (the one-panel kernel reads it); other panels keep their own
+            cfg_eff = cfg_eff.replace(detector_mu=panel_list[0].mu)
     dump_exists = cfg.hklfile is None and os.path.exists(cfg.dumpfile)
     sampling_box = []
 
@@ -411,7 +411,7 @@ def prepare(cfg: Config, log: Callable[[str], None] = print, crand=None, hkl_cac
         quirks=cfg.c_quirks, first_phi_pixel=-1, interp_cut_pixel=INT_BIG, interp_cut_eval=INT_BIG,
         trace_pixel=-1, npanels=len(det.panels) or 1,
         panel_rows=det.panels[0].spixels if det.panels else det.spixels)
-    panel_rows = P.panel_table(det, oversample, sampling.thickstep, sampling.mu, panel_list, sampling.thicksteps)
+    panel_rows = P.panel_table(det, oversample, sampling, panel_list, flags_mu=cfg.detector_mu)
     prep = Prepared(cfg=cfg, det=det, crystal=xtal, sampling=sampling, oversample=oversample,
                     fluence=fluence, steps=steps, I_bg=I_bg, sources=sources, rot=rot, phi_map=phi_map,
                     phi_map_first=phi_map_first, phis=phis, Fhkl=Fhkl, hkl_bounds=bounds, hkls=hkls,
