@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 
 import nanobrag_numba as nb
+import nanobrag_numba.panels  # noqa: F401
 from nanobrag_numba.cli import main
 from nanobrag_numba.errors import NanoBraggError
 from nanobrag_numba.panels import from_dials, to_dials
@@ -235,14 +236,73 @@ def test_bad_expt_is_one_line(tmp_path, monkeypatch, capsys):
     assert sorted(os.listdir(tmp_path)) == ["x.expt", "y.expt"]
 
 
+def _rot(axis, deg):
+    """Rotation matrix about a unit axis (right-handed)."""
+    a = np.asarray(axis, dtype=float)
+    t = np.radians(deg)
+    K = np.array([[0, -a[2], a[1]], [a[2], 0, -a[0]], [-a[1], a[0], 0]])
+    return np.eye(3) + np.sin(t) * K + (1 - np.cos(t)) * K @ K
+
+
+def four_panel_expt(npix=24, ps=0.172, gap=1.5, thick=0.0):
+    """A DIALS experiment list (as dxtbx writes it) of a 2 x 2 detector with gaps and tilts, as a hierarchy.
+
+    The panels' frames are local to a group at 100 mm (fast along DIALS x, slow
+    along -y); dxtbx composes them itself in the dials test, which checks this
+    reader's composition against it.
+    """
+    size = npix * ps
+    panels = []
+    tilts = [(1.0, -0.5), (-1.5, 0.8), (0.7, 1.2), (-0.9, -1.1)]
+    common = {"type": "SENSOR_PAD", "raw_image_offset": [0, 0], "image_size": [npix, npix], "pixel_size": [ps, ps],
+              "trusted_range": [-1.0, 1e6], "thickness": thick, "material": "Si", "mu": 0.0, "identifier": "",
+              "mask": [], "gain": 1.0, "pedestal": 0.0, "px_mm_strategy": {"type": "SimplePxMmStrategy"}}
+    for k, (ix, iy) in enumerate([(0, 0), (1, 0), (0, 1), (1, 1)]):
+        ax, ay = tilts[k]
+        fast = _rot((0, 1, 0), ay) @ np.array([1.0, 0.0, 0.0])
+        slow = _rot((1, 0, 0), ax) @ np.array([0.0, 1.0, 0.0])
+        slow = slow - fast * fast.dot(slow)
+        slow /= np.linalg.norm(slow)
+        origin = [-size - gap / 2 + ix * (size + gap) + 0.3 * k, -size - gap / 2 + iy * (size + gap) - 0.2 * k,
+                  0.05 * k]
+        panels.append(dict(common, name="module%d" % k, fast_axis=list(fast), slow_axis=list(slow), origin=origin))
+    root = dict(common, name="", type="", image_size=[0, 0], pixel_size=[0.0, 0.0], trusted_range=[0.0, 0.0],
+                material="", fast_axis=[1.0, 0.0, 0.0], slow_axis=[0.0, -1.0, 0.0], origin=[0.0, 0.0, -100.0],
+                children=[{"panel": k} for k in range(4)])
+    U = _rot((1, 0, 0), np.degrees(0.4)) @ _rot((0, 1, 0), np.degrees(0.9)) @ _rot((0, 0, 1), np.degrees(0.2))
+    real = (U @ (50.0 * np.eye(3))).T       # rows: a, b, c
+    return {"__id__": "ExperimentList",
+            "experiment": [{"__id__": "Experiment", "identifier": "", "beam": 0, "detector": 0, "crystal": 0}],
+            "imageset": [],
+            "beam": [{"direction": [0.0, 0.0, 1.0], "wavelength": 1.0, "divergence": 0.0, "sigma_divergence": 0.0,
+                      "polarization_normal": [0.0, 1.0, 0.0], "polarization_fraction": 0.999, "flux": 0.0,
+                      "transmission": 1.0}],
+            "detector": [{"panels": panels, "hierarchy": root}],
+            "goniometer": [], "scan": [],
+            "crystal": [{"__id__": "crystal", "real_space_a": list(real[0]), "real_space_b": list(real[1]),
+                         "real_space_c": list(real[2]), "space_group_hall_symbol": " P 1"}],
+            "profile": [], "scaling_model": []}
+
+
+def test_hierarchy_of_an_experiment_list_is_composed(tmp_path):
+    """The panels of a dxtbx hierarchy are local to their group: composed, panel 0 sits at the group's 100 mm."""
+    path = _write(tmp_path / "h.expt", four_panel_expt())
+    exp = nb.panels.read_expt(path)
+    assert len(exp.panels) == 4
+    p0 = exp.panels[0]
+    # the group is at DIALS z = -100 mm, i.e. 100 mm along nanoBragg's beam (+x); panel 0 is at local z 0
+    assert p0.origin[0] == pytest.approx(0.1, abs=1e-12)
+    # local z is along the group normal (fast x slow = DIALS -z): 0.15 mm further from the sample
+    assert exp.panels[3].origin[0] == pytest.approx(0.1 + 0.15e-3, abs=1e-12)
+    assert exp.beam == pytest.approx((1.0, 0.0, 0.0)) and exp.kahn == pytest.approx(0.998)
+
+
 @pytest.mark.dials
 def test_dials_imports_a_four_panel_nxmx_rendered_from_an_experiment_list(tmp_path):
     """4 panels with gaps and tilts (a dxtbx hierarchy) -> render -> NXmx -> dxtbx: panels within 0.01 px."""
     if not _dxtbx_available():
         pytest.skip("dxtbx is not importable by %s (apt-get install dials)" % SYSTEM_PYTHON)
-    expt = str(tmp_path / "four.expt")
-    subprocess.run([SYSTEM_PYTHON, os.path.join(HERE, "data", "make_4panel_expt.py"), expt, "24"], check=True,
-                   timeout=120)
+    expt = _write(tmp_path / "four.expt", four_panel_expt(24))
     sim = nb.Simulator.from_expt(expt, "-default_F 100 -N 10", device="cpu")
     res = sim.render()
     assert res.floatimage.shape == (4, 24, 24) and res.floatimage.max() > 0
@@ -269,6 +329,7 @@ print(json.dumps(out))
     assert got["s0"][1] == pytest.approx(got["s0"][0], abs=1e-12)
     ps = 0.172
     for oa, ob, fa, fb, sa, sb, size, pix in got["panels"]:
+        # dxtbx's own composition of the hierarchy (oa) against what came back from our NXmx (ob)
         assert np.abs(np.subtract(oa, ob)).max() < 0.01 * ps
         assert fb == pytest.approx(fa, abs=1e-9) and sb == pytest.approx(sa, abs=1e-9)
         assert size == [24, 24] and pix == pytest.approx([ps, ps])
@@ -394,9 +455,7 @@ def test_dials_indexes_a_four_panel_still_and_recovers_the_cell(tmp_path):
     """
     if not _dxtbx_available():
         pytest.skip("dxtbx is not importable by %s (apt-get install dials)" % SYSTEM_PYTHON)
-    expt = str(tmp_path / "four.expt")
-    subprocess.run([SYSTEM_PYTHON, os.path.join(HERE, "data", "make_4panel_expt.py"), expt, "192", "0"],
-                   check=True, timeout=120)
+    expt = _write(tmp_path / "four.expt", four_panel_expt(192))
     res = nb.Simulator.from_expt(expt, "-default_F 100 -N 10 -dispersion 1 -dispsteps 5 -mosaic 0.2 "
                                  "-mosaic_domains 10 -osc 0.1 -phisteps 1", device="cpu").render()
     nb.write_nxs(str(tmp_path / "four.nxs"), res)
@@ -432,3 +491,23 @@ def test_batch_refuses_one_panel_formats_for_several_panels(tmp_path, flat, monk
                 + PFLAGS + ["-detector_json", "two.json"]) == 0
     capsys.readouterr()
     assert os.path.getsize(tmp_path / "run2" / "img_000000.bin") == 16 * 16 * 4
+
+
+@pytest.mark.slow                       # dials.import: about 20 s
+@pytest.mark.dials
+def test_expt_from_dials_import_of_our_cbf_renders_the_same_image(tmp_path, monkeypatch):
+    """flags -> CBF -> dials.import -> .expt -> -expt: the same detector, beam and image (the frames agree)."""
+    if not _dxtbx_available():
+        pytest.skip("dxtbx is not importable by %s (apt-get install dials)" % SYSTEM_PYTHON)
+    monkeypatch.chdir(tmp_path)
+    crystal = ["-default_F", "100", "-cell", "50", "60", "70", "90", "90", "90", "-N", "5", "-misset", "10", "20",
+               "30", "-device", "cpu", "-polar", "0.998"]
+    flags = crystal + ["-detpixels", "24", "-pixel", "0.2", "-distance", "60", "-twotheta", "5",
+                       "-Xbeam", "2.1", "-Ybeam", "2.7"]
+    res = nb.Simulator(flags, device="cpu").render()
+    nb.write_cbf("flat_00001.cbf", res)        # a numbered name: dials.import wants a template
+    p = subprocess.run(["dials.import", "flat_00001.cbf"], capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-2000:]
+    got = nb.Simulator.from_expt("imported.expt", crystal, device="cpu").render()
+    assert got.floatimage.shape == res.floatimage.shape
+    np.testing.assert_allclose(got.floatimage, res.floatimage, rtol=1e-5, atol=1e-4 * res.floatimage.max())
