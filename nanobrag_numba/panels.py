@@ -217,6 +217,8 @@ class Experiment:
     kahn: Optional[float]              # 2 * polarization_fraction - 1
     spindle: Optional[Vec3]
     dials_A: Optional[Tuple[float, ...]]   # crystal A = UB (1/A, DIALS frame, row-major), at the scan's datum
+    phi0: Optional[float] = None       # radians: the scan's first image starts here
+    osc: Optional[float] = None        # radians: the scan's oscillation width per image
 
 
 def _list3(source, k, key, v):
@@ -345,6 +347,15 @@ def read_expt(path: str, index: int = 0) -> Experiment:
         if "rotation_axis" in g:
             axis = setting @ np.asarray(_vector(path, 0, "rotation_axis", g["rotation_axis"]))
             spindle, _ = V.unitize(from_dials(axis))
+    phi0 = osc = None
+    sc = model("scan")
+    if sc is not None and "oscillation" in sc:
+        o = sc["oscillation"]
+        if not isinstance(o, list) or len(o) != 2:
+            raise NanoBraggError("%s: the scan's oscillation must be [start, width] in degrees, got %r" % (path, o))
+        phi0 = math.radians(_number(path, 0, "oscillation", o[0]))
+        width = _number(path, 0, "oscillation", o[1])
+        osc = math.radians(width) if width > 0 else None
     dials_A = None
     c = model("crystal")
     if c is not None:
@@ -359,7 +370,7 @@ def read_expt(path: str, index: int = 0) -> Experiment:
         A = setting @ fixed @ np.linalg.inv(real)
         dials_A = tuple(float(x) for x in A.reshape(-1))
     return Experiment(panels=tuple(panels), lambda0=lambda0, beam=beam, polar=polar, kahn=kahn,
-                      spindle=spindle, dials_A=dials_A)
+                      spindle=spindle, dials_A=dials_A, phi0=phi0, osc=osc)
 
 
 def apply_expt_defaults(cfg, path: str) -> None:
@@ -382,6 +393,10 @@ def apply_expt_defaults(cfg, path: str) -> None:
         cfg.spindle_vector = exp.spindle
     if exp.dials_A is not None:
         cfg.dials_A = exp.dials_A
+    if exp.phi0 is not None:
+        cfg.phi0 = exp.phi0
+    if exp.osc is not None:
+        cfg.osc = exp.osc
 
 
 def dials_A_vectors(A) -> Tuple[Vec3, Vec3, Vec3]:

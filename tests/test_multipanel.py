@@ -511,3 +511,22 @@ def test_expt_from_dials_import_of_our_cbf_renders_the_same_image(tmp_path, monk
     got = nb.Simulator.from_expt("imported.expt", crystal, device="cpu").render()
     assert got.floatimage.shape == res.floatimage.shape
     np.testing.assert_allclose(got.floatimage, res.floatimage, rtol=1e-5, atol=1e-4 * res.floatimage.max())
+
+
+def test_expt_scan_and_goniometer_give_phi_osc_and_spindle(tmp_path, flat):
+    det, _ = flat
+    doc = _expt([_dials_panel(det)])
+    doc["experiment"][0].update(goniometer=0, scan=0)
+    doc["goniometer"] = [{"rotation_axis": [1.0, 0.0, 0.0], "fixed_rotation": [1, 0, 0, 0, 1, 0, 0, 0, 1],
+                          "setting_rotation": [0, -1, 0, 1, 0, 0, 0, 0, 1]}]     # 90 degrees about z
+    doc["scan"] = [{"image_range": [1, 10], "oscillation": [12.0, 0.5]}]
+    path = _write(tmp_path / "s.expt", doc)
+    cfg = nb.Config.from_args(["-expt", path, "-default_F", "1"])
+    assert np.degrees(cfg.phi0) == pytest.approx(12.0) and np.degrees(cfg.osc) == pytest.approx(0.5)
+    # DIALS x turned 90 degrees about DIALS z is DIALS y, which is nanoBragg's y
+    assert cfg.spindle_vector == pytest.approx((0.0, 1.0, 0.0), abs=1e-15)
+    assert nb.Config.from_args(["-expt", path, "-default_F", "1", "-phi", "3"]).phi0 == pytest.approx(np.radians(3))
+    doc["scan"] = [{"oscillation": 5}]
+    bad = _write(tmp_path / "bad.expt", doc)
+    with pytest.raises(NanoBraggError, match="oscillation"):
+        nb.Config.from_args(["-expt", bad, "-default_F", "1"])
