@@ -444,6 +444,22 @@ def check_panel_flags(cfg) -> None:
         raise NanoBraggError("-detector_json and -expt both describe the detector: give one")
     src = cfg.detector_json or cfg.expt
     defaults = {f.name: f.default for f in dataclasses.fields(cfg)}
+    if cfg.command_line:
+        # a geometry flag given on the command line, even at its default value, has no effect here
+        import shlex
+        from .flags import TABLE, c_matches
+        geometry = {f.name for f in TABLE if set(f.fields) & {name for name, _ in GEOMETRY_FIELDS}
+                    or f.name in ("-pivot", "-detsize", "-fdet_vector", "-sdet_vector", "-odet_vector",
+                                  "-pix0_vector", "-pix0_vector_mm")}
+        try:
+            words = shlex.split(cfg.command_line)
+        except ValueError:
+            words = []
+        for w in words:
+            hit = [m for m in c_matches(w) if m in geometry] if w.startswith("-") else []
+            if hit:
+                raise NanoBraggError("%s does not apply: the panels of %s place the detector (edit the panels "
+                                     "there)" % (w, src))
     for name, flag in GEOMETRY_FIELDS:
         if getattr(cfg, name) != defaults[name]:
             raise NanoBraggError("%s does not apply: the panels of %s place the detector (edit the panels there)"

@@ -530,3 +530,11 @@ def test_expt_scan_and_goniometer_give_phi_osc_and_spindle(tmp_path, flat):
     bad = _write(tmp_path / "bad.expt", doc)
     with pytest.raises(NanoBraggError, match="oscillation"):
         nb.Config.from_args(["-expt", bad, "-default_F", "1"])
+
+
+def test_geometry_flag_at_its_default_value_is_refused_too(tmp_path, flat):
+    det, _ = flat
+    path = _write(tmp_path / "one.json", {"panels": [_panel_of(det)]})
+    for extra in (["-distance", "100"], ["-fdet_vector", "0", "0", "1"]):     # C's default values
+        with pytest.raises(NanoBraggError, match="%s does not apply" % extra[0]):
+            nb.Simulator(nb.Config.from_args(PFLAGS + ["-detector_json", path] + extra), device="cpu").render()
