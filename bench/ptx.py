@@ -270,9 +270,10 @@ def g1_signature(precision: str):
     dt = np.float32 if precision == "single" else np.float64
     ft = types.float32 if precision == "single" else types.float64
     p = make_kparams(dt, **{k: 0 for k in KPARAMS_FIELDS})
-    # params, sources, rot, phi_map, phi_map_first, Fhkl, mask, out, out_oob, trace, first, last
+    # params, sources, rot, phi_map, phi_map_first, Fhkl, mask, panels, out, out_oob, trace, first, last
     return (typeof(p), ft[:, ::1], ft[:, :, ::1], types.int32[::1], types.int32[::1], ft[:, :, ::1],
-            types.uint16[::1], types.float64[:, ::1], types.int64[::1], ft[:, ::1], types.int64, types.int64)
+            types.uint16[::1], ft[:, ::1], types.float64[:, ::1], types.int64[::1], ft[:, ::1], types.int64,
+            types.int64)
 
 
 def _variant_kernel(**fixed):
@@ -314,6 +315,7 @@ VARIANTS: List[Variant] = [
     Variant("generic", _variant_kernel(generic=True), g1_signature),
     Variant("G1+interp", _variant_kernel(interpolate=1), g1_signature),
     Variant("G1+quirks", _variant_kernel(quirks=1), g1_signature),
+    Variant("G1+panels", _variant_kernel(panels=1), g1_signature),   # a multi-panel detector (panel table)
 ]
 PRECISIONS = ("double", "single")
 

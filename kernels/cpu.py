@@ -16,21 +16,21 @@ from numba import njit, prange
 #: lower), so small dynamic chunks balance the threads
 CHUNK_PIXELS = 64
 
-from .physics import (TRACE_FIELDS, clear_result, dmin_skips, pixel_is_rendered, render_pixel, store_result,
-                      subpixel_position, unitize3)
+from .physics import (TRACE_FIELDS, clear_result, dmin_skips, panel_geometry, panel_position, pixel_is_rendered,
+                      render_pixel, store_result, unitize3)
 
 
-def render(p, sources, rot, phi_map, phi_map_first, Fhkl, mask, out, out_oob, first, last):
+def render(p, sources, rot, phi_map, phi_map_first, Fhkl, mask, panels, out, out_oob, first, last):
     """Run :func:`render_cpu` with dynamic chunks of ``CHUNK_PIXELS`` pixels."""
     previous = numba.set_parallel_chunksize(CHUNK_PIXELS)
     try:
-        render_cpu(p, sources, rot, phi_map, phi_map_first, Fhkl, mask, out, out_oob, first, last)
+        render_cpu(p, sources, rot, phi_map, phi_map_first, Fhkl, mask, panels, out, out_oob, first, last)
     finally:
         numba.set_parallel_chunksize(previous)
 
 
 @njit(parallel=True, cache=True)
-def render_cpu(p, sources, rot, phi_map, phi_map_first, Fhkl, mask, out, out_oob, first, last):
+def render_cpu(p, sources, rot, phi_map, phi_map_first, Fhkl, mask, panels, out, out_oob, first, last):
     """Render pixels ``first <= index < last`` (raster order) on all CPU cores.
 
     Parameters
@@ -39,6 +39,8 @@ def render_cpu(p, sources, rot, phi_map, phi_map_first, Fhkl, mask, out, out_oob
         See :mod:`nanobrag_numba.kernels.physics`.
     mask : uint16[npix]
         Pixel mask (used when ``p.use_mask``).
+    panels : float64[npanels, len(PANEL_COLUMNS)]
+        The geometry of each detector panel (read when ``p.npanels > 1``).
     out : float64[6, npix]
         Rows: I, capture factor, polar factor, omega factor, background
         factor, omega sum (see ``render_pixel``).  Pixels that are not
@@ -57,20 +59,20 @@ def render_cpu(p, sources, rot, phi_map, phi_map_first, Fhkl, mask, out, out_oob
             clear_result(out, out_oob, idx)
             continue
         store_result(out, out_oob, idx,
-                     render_pixel(p, spixel, fpixel, sources, rot, phi_map, phi_map_first, Fhkl, trace))
+                     render_pixel(p, spixel, fpixel, sources, rot, phi_map, phi_map_first, Fhkl, trace, panels))
 
 
-def render_many(p, sources, rot, phi_map, phi_map_first, Fhkl, mask, out, out_oob, nimages):
+def render_many(p, sources, rot, phi_map, phi_map_first, Fhkl, mask, panels, out, out_oob, nimages):
     """Run :func:`render_many_cpu` with dynamic chunks of ``CHUNK_PIXELS`` pixels."""
     previous = numba.set_parallel_chunksize(CHUNK_PIXELS)
     try:
-        render_many_cpu(p, sources, rot, phi_map, phi_map_first, Fhkl, mask, out, out_oob, nimages)
+        render_many_cpu(p, sources, rot, phi_map, phi_map_first, Fhkl, mask, panels, out, out_oob, nimages)
     finally:
         numba.set_parallel_chunksize(previous)
 
 
 @njit(parallel=True, cache=True)
-def render_many_cpu(p, sources, rot, phi_map, phi_map_first, Fhkl, mask, out, out_oob, nimages):
+def render_many_cpu(p, sources, rot, phi_map, phi_map_first, Fhkl, mask, panels, out, out_oob, nimages):
     """Render ``nimages`` images that differ only in their rotation tables, in one parallel loop.
 
     The loop runs over image x pixel (``prange(nimages * npix)``), so the
@@ -101,21 +103,21 @@ def render_many_cpu(p, sources, rot, phi_map, phi_map_first, Fhkl, mask, out, ou
             clear_result(out, out_oob, j)
             continue
         store_result(out, out_oob, j,
-                     render_pixel(p, spixel, fpixel, sources, rot[k], phi_map[k], phi_map_first[k], Fhkl, trace))
+                     render_pixel(p, spixel, fpixel, sources, rot[k], phi_map[k], phi_map_first[k], Fhkl, trace, panels))
 
 
 @njit(cache=True)
-def trace_cpu(p, spixel, fpixel, sources, rot, phi_map, phi_map_first, Fhkl, trace):
+def trace_cpu(p, spixel, fpixel, sources, rot, phi_map, phi_map_first, Fhkl, trace, panels):
     """One pixel on one core, recording every evaluation into ``trace``.
 
     ``p.trace_pixel`` must be the pixel's index; returns what
     ``render_pixel`` returns.
     """
-    return render_pixel(p, spixel, fpixel, sources, rot, phi_map, phi_map_first, Fhkl, trace)
+    return render_pixel(p, spixel, fpixel, sources, rot, phi_map, phi_map_first, Fhkl, trace, panels)
 
 
 @njit(cache=True)
-def first_phi_loop_pixel(p, sources, mask):
+def first_phi_loop_pixel(p, sources, mask, panels):
     """Index of the first pixel, in raster order, whose phi loop runs.
 
     With ``-c_quirks`` the spindle rotation that C skips at phi = 0 carries
@@ -131,11 +133,12 @@ def first_phi_loop_pixel(p, sources, mask):
             continue
         if p.dmin <= 0.0:
             return idx
+        g, prow = panel_geometry(p, panels, spixel)
         for thick_tic in range(p.thicksteps):
-            Odet = thick_tic * p.thickstep
+            Odet = thick_tic * g.thickstep
             for subS in range(p.oversample):
                 for subF in range(p.oversample):
-                    px, py, pz, Fdet, Sdet = subpixel_position(p, fpixel, spixel, subF, subS, Odet)
+                    px, py, pz, Fdet, Sdet = panel_position(p, g, fpixel, prow, subF, subS, Odet)
                     dx, dy, dz, airpath = unitize3(px, py, pz)
                     for source in range(p.nsources):
                         lam = sources[source, 3]

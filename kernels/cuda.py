@@ -41,7 +41,8 @@ THREADS_PER_BLOCK = int(os.environ.get("NANOBRAGG_CUDA_TPB", "128"))
 # under its own name, like the CPU kernels (no closure: the cache key of a closure would pickle
 # the physics dispatchers, which differ from process to process).
 
-def _render_kernel(p, sources, rot, phi_map, phi_map_first, Fhkl, mask, out, out_oob, trace, first, last):
+def _render_kernel(p, sources, rot, phi_map, phi_map_first, Fhkl, mask, panels, out, out_oob, trace, first,
+                   last):
     idx = first + cuda.grid(1)
     if idx >= last:
         return
@@ -51,10 +52,12 @@ def _render_kernel(p, sources, rot, phi_map, phi_map_first, Fhkl, mask, out, out
         clear_result(out, out_oob, idx)  # noqa: F821
         return
     store_result(out, out_oob, idx,  # noqa: F821
-                 render_pixel(p, spixel, fpixel, sources, rot, phi_map, phi_map_first, Fhkl, trace))  # noqa: F821
+                 render_pixel(p, spixel, fpixel, sources, rot, phi_map, phi_map_first, Fhkl, trace,  # noqa: F821
+                              panels))
 
 
-def _render_many_kernel(p, sources, rot, phi_map, phi_map_first, Fhkl, mask, out, out_oob, trace, nimages):
+def _render_many_kernel(p, sources, rot, phi_map, phi_map_first, Fhkl, mask, panels, out, out_oob, trace,
+                        nimages):
     j = cuda.grid(1)
     npix = p.fpixels * p.spixels
     if j >= nimages * npix:
@@ -68,7 +71,7 @@ def _render_many_kernel(p, sources, rot, phi_map, phi_map_first, Fhkl, mask, out
         return
     store_result(out, out_oob, j,  # noqa: F821
                  render_pixel(p, spixel, fpixel, sources, rot[k], phi_map[k], phi_map_first[k], Fhkl,  # noqa: F821
-                              trace))
+                              trace, panels))
 
 
 def cache_tag(kind, precision, variant):
@@ -132,10 +135,11 @@ def device_hkl(Fhkl, precision="double"):
     return cuda.to_device(np.ascontiguousarray(Fhkl, dtype=np.float32 if precision == "single" else np.float64))
 
 
-def device_tables(sources, rot, phi_map, phi_map_first, Fhkl, mask, precision="double"):
+def device_tables(sources, rot, phi_map, phi_map_first, Fhkl, mask, precision="double", panels=None):
     """Copy the per-image tables to the device (float32 ones for single precision).
 
-    ``Fhkl`` may already be a device array (see :func:`device_hkl`).
+    ``Fhkl`` may already be a device array (see :func:`device_hkl`);
+    ``panels`` is the panel table (``physics.PANEL_COLUMNS``; a dummy row when None).
     """
     dtype = np.float32 if precision == "single" else np.float64
     if isinstance(Fhkl, np.ndarray):
@@ -145,7 +149,15 @@ def device_tables(sources, rot, phi_map, phi_map_first, Fhkl, mask, precision="d
             cuda.to_device(np.ascontiguousarray(phi_map)),
             cuda.to_device(np.ascontiguousarray(phi_map_first)),
             Fhkl,
-            cuda.to_device(np.ascontiguousarray(mask)))
+            cuda.to_device(np.ascontiguousarray(mask)),
+            cuda.to_device(_panel_table(panels, dtype)))
+
+
+def _panel_table(panels, dtype):
+    from .physics import PANEL_COLUMNS
+    if panels is None:
+        panels = np.zeros((1, len(PANEL_COLUMNS)))
+    return np.ascontiguousarray(panels, dtype=dtype)
 
 
 def render_cuda(params, tables, npix, precision="double", threads_per_block=None, variant=None):
@@ -167,7 +179,7 @@ def render_cuda(params, tables, npix, precision="double", threads_per_block=None
     return out, oob
 
 
-def device_tables_many(sources, rots, phi_maps, phi_maps_first, Fhkl, mask, precision="double"):
+def device_tables_many(sources, rots, phi_maps, phi_maps_first, Fhkl, mask, precision="double", panels=None):
     """Upload the tables of K images: shared sources, HKL table, mask; stacked rotation tables and phi maps.
 
     ``rots`` is float[K, nrot, domains, 9], ``phi_maps`` and ``phi_maps_first``
@@ -181,7 +193,8 @@ def device_tables_many(sources, rots, phi_maps, phi_maps_first, Fhkl, mask, prec
             cuda.to_device(np.ascontiguousarray(phi_maps, dtype=np.int32)),
             cuda.to_device(np.ascontiguousarray(phi_maps_first, dtype=np.int32)),
             Fhkl,
-            cuda.to_device(np.ascontiguousarray(mask)))
+            cuda.to_device(np.ascontiguousarray(mask)),
+            cuda.to_device(_panel_table(panels, dtype)))
 
 
 def render_many_cuda(params, tables, npix, nimages, precision="double", threads_per_block=None, variant=None):

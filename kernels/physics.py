@@ -72,6 +72,7 @@ V_WATER = ANY           # water background
 V_MASK = ANY            # OFF: no mask and the ROI is the whole detector (ANY or OFF)
 V_CURVED = ANY          # curved detector
 V_DMIN = ANY            # -dmin
+V_PANELS = ANY          # OFF: one panel, the geometry of p; ON: the panel table (multi-panel detectors)
 SHAPES_CODE = {"SQUARE": SQUARE, "ROUND": ROUND, "GAUSS": GAUSS, "TOPHAT": TOPHAT}
 
 KPARAMS_FIELDS = (
@@ -101,6 +102,8 @@ KPARAMS_FIELDS = (
     "quirks", "first_phi_pixel", "interp_cut_pixel", "interp_cut_eval",
     # trace
     "trace_pixel",
+    # multi-panel detectors: image rows [k*panel_rows, (k+1)*panel_rows) are panel k (see PANEL_COLUMNS)
+    "npanels", "panel_rows",
 )
 KParams = namedtuple("KParams", KPARAMS_FIELDS)
 
@@ -112,7 +115,16 @@ KPARAMS_INTS = frozenset((
     "nsources", "phisteps", "mosaic_domains", "nopolar", "shape", "interpolate", "hkls",
     "h_min", "h_max", "k_min", "k_max", "l_min", "l_max", "h_range", "k_range", "l_range",
     "quirks", "first_phi_pixel", "interp_cut_pixel", "interp_cut_eval", "trace_pixel",
+    "npanels", "panel_rows",
 ))
+
+#: columns of the panel table ``panels[npanels, len(PANEL_COLUMNS)]``: the geometry of each panel
+#: (the same quantities as the KParams fields of these names; one row for a one-panel detector)
+PANEL_COLUMNS = (
+    "pix0_x", "pix0_y", "pix0_z", "fdet_x", "fdet_y", "fdet_z", "sdet_x", "sdet_y", "sdet_z",
+    "odet_x", "odet_y", "odet_z", "pixel_size", "subpixel_size", "close_distance", "thickstep", "detector_mu",
+)
+PanelGeom = namedtuple("PanelGeom", PANEL_COLUMNS)
 
 
 # float fields that stay float64 in single precision (they start float64 sums)
@@ -384,20 +396,51 @@ def lattice_factor(p, h, k, l, h0, k0, l0):
 
 
 @njit(inline="always")
-def subpixel_position(p, fpixel, spixel, subF, subS, Odet):
-    """Position (m) of a sub-pixel of a detector layer, and its Fdet, Sdet."""
-    Fdet = p.subpixel_size * F(fpixel * p.oversample + subF) + p.subpixel_size / F(2.0)
-    Sdet = p.subpixel_size * F(spixel * p.oversample + subS) + p.subpixel_size / F(2.0)
-    px = Fdet * p.fdet_x + Sdet * p.sdet_x + Odet * p.odet_x + p.pix0_x
-    py = Fdet * p.fdet_y + Sdet * p.sdet_y + Odet * p.odet_y + p.pix0_y
-    pz = Fdet * p.fdet_z + Sdet * p.sdet_z + Odet * p.odet_z + p.pix0_z
+def panel_position(p, g, fpixel, spixel, subF, subS, Odet):
+    """Position (m) of a sub-pixel of a detector layer, and its Fdet, Sdet.
+
+    ``g`` holds the panel's geometry (``PanelGeom``, or ``p`` itself for a
+    one-panel detector); ``spixel`` is the row within the panel.
+    """
+    Fdet = g.subpixel_size * F(fpixel * p.oversample + subF) + g.subpixel_size / F(2.0)
+    Sdet = g.subpixel_size * F(spixel * p.oversample + subS) + g.subpixel_size / F(2.0)
+    px = Fdet * g.fdet_x + Sdet * g.sdet_x + Odet * g.odet_x + g.pix0_x
+    py = Fdet * g.fdet_y + Sdet * g.sdet_y + Odet * g.odet_y + g.pix0_y
+    pz = Fdet * g.fdet_z + Sdet * g.sdet_z + Odet * g.odet_z + g.pix0_z
     if option(V_CURVED, p.curved != 0):
         vx = p.distance * p.beam_x
         vy = p.distance * p.beam_y
         vz = p.distance * p.beam_z
-        nx, ny, nz = rotate_axis3(vx, vy, vz, p.sdet_x, p.sdet_y, p.sdet_z, py / p.distance)
-        px, py, pz = rotate_axis3(nx, ny, nz, p.fdet_x, p.fdet_y, p.fdet_z, pz / p.distance)
+        nx, ny, nz = rotate_axis3(vx, vy, vz, g.sdet_x, g.sdet_y, g.sdet_z, py / p.distance)
+        px, py, pz = rotate_axis3(nx, ny, nz, g.fdet_x, g.fdet_y, g.fdet_z, pz / p.distance)
     return px, py, pz, Fdet, Sdet
+
+
+@njit(inline="always")
+def subpixel_position(p, fpixel, spixel, subF, subS, Odet):
+    """Position (m) of a sub-pixel of a detector layer, and its Fdet, Sdet (one-panel geometry of ``p``)."""
+    return panel_position(p, p, fpixel, spixel, subF, subS, Odet)
+
+
+@njit(inline="always")
+def panel_geometry(p, panels, spixel):
+    """The geometry of the panel that holds image row ``spixel``, and the row within that panel.
+
+    A multi-panel detector is rendered as one image whose rows are the
+    panels' rows, panel after panel (all panels have ``p.fpixels`` x
+    ``p.panel_rows`` pixels); ``panels`` holds each panel's geometry (see
+    ``PANEL_COLUMNS``).  One panel: the geometry of ``p`` itself, the row unchanged.
+    """
+    if option(V_PANELS, p.npanels > 1):
+        k = spixel // p.panel_rows
+        return (PanelGeom(panels[k, 0], panels[k, 1], panels[k, 2], panels[k, 3], panels[k, 4], panels[k, 5],
+                          panels[k, 6], panels[k, 7], panels[k, 8], panels[k, 9], panels[k, 10], panels[k, 11],
+                          panels[k, 12], panels[k, 13], panels[k, 14], panels[k, 15], panels[k, 16]),
+                spixel - k * p.panel_rows)
+    return (PanelGeom(p.pix0_x, p.pix0_y, p.pix0_z, p.fdet_x, p.fdet_y, p.fdet_z, p.sdet_x, p.sdet_y, p.sdet_z,
+                      p.odet_x, p.odet_y, p.odet_z, p.pixel_size, p.subpixel_size, p.close_distance,
+                      p.thickstep, p.detector_mu),
+            spixel)
 
 
 @njit(inline="always")
@@ -446,8 +489,11 @@ def _trace_row(trace, n, start, values):
         trace[n, start + i] = values[i]
 
 
-def _render_pixel(p, spixel, fpixel, sources, rot, phi_map, phi_map_first, Fhkl, trace):
+def _render_pixel(p, spixel, fpixel, sources, rot, phi_map, phi_map_first, Fhkl, trace, panels):
     """Photons at one pixel before the final scale, following nanoBragg.c.
+
+    ``spixel`` is the image row (panel after panel for a multi-panel
+    detector, see :func:`panel_geometry`); ``panels`` the panel table.
 
     Returns
     -------
@@ -468,6 +514,7 @@ def _render_pixel(p, spixel, fpixel, sources, rot, phi_map, phi_map_first, Fhkl,
         hkl table, -1 if none (for ``-c_quirks`` and the warning).
     """
     imgidx = spixel * p.fpixels + fpixel
+    g, prow = panel_geometry(p, panels, spixel)
     quirks = option(V_QUIRKS, p.quirks != 0)
     ovs_thick = option(V_OVS_THICK, p.oversample_thick != 0)
     ovs_polar = option(V_OVS_POLAR, p.oversample_polar != 0)
@@ -491,25 +538,25 @@ def _render_pixel(p, spixel, fpixel, sources, rot, phi_map, phi_map_first, Fhkl,
     loop_seen = imgidx != p.first_phi_pixel
     thick_weighted = (not quirks) and thick and p.detector_thick > 0.0 and not ovs_thick
     for thick_tic in range(nthick):
-        Odet = F(thick_tic) * p.thickstep
+        Odet = F(thick_tic) * g.thickstep
         capture = F(0.0)
         if not thick:
             capture = F(1.0)
         for subS in range(p.oversample):
             for subF in range(p.oversample):
-                px, py, pz, Fdet, Sdet = subpixel_position(p, fpixel, spixel, subF, subS, Odet)
+                px, py, pz, Fdet, Sdet = panel_position(p, g, fpixel, prow, subF, subS, Odet)
                 dx, dy, dz, airpath = unitize3(px, py, pz)
                 if omega_pixel == 0.0 or ovs_omega:
-                    omega_pixel = p.pixel_size * p.pixel_size / airpath / airpath * p.close_distance / airpath
+                    omega_pixel = g.pixel_size * g.pixel_size / airpath / airpath * g.close_distance / airpath
                     if p.point_pixel != 0:
                         omega_pixel = F(1.0) / airpath / airpath
                     if omega_bg == 0.0:
                         omega_bg = omega_pixel
                 omega_sum += omega_pixel
                 if capture == 0.0 or ovs_thick:
-                    parallax = dx * p.odet_x + dy * p.odet_y + dz * p.odet_z
-                    capture = (math.exp(-F(thick_tic) * p.thickstep * p.detector_mu / parallax)
-                               - math.exp(-F(thick_tic + 1) * p.thickstep * p.detector_mu / parallax))
+                    parallax = dx * g.odet_x + dy * g.odet_y + dz * g.odet_z
+                    capture = (math.exp(-F(thick_tic) * g.thickstep * g.detector_mu / parallax)
+                               - math.exp(-F(thick_tic + 1) * g.thickstep * g.detector_mu / parallax))
                     if subS == 0 and subF == 0:
                         capture_bg += capture
                 for source in range(p.nsources):

@@ -2,7 +2,7 @@
 
 ``physics.py`` reads every option that selects a code path (``-c_quirks``,
 trace rows, crystal shape, interpolation, sensor layers, the three
-``-oversample_*`` factors, water, mask/ROI, curved detector, ``-dmin``) from
+``-oversample_*`` factors, water, mask/ROI, curved detector, ``-dmin``, multi-panel geometry) from
 a module global ``V_<OPTION>`` through small predicates (``option``, ``may``,
 ``fixed``).  In ``physics.py`` itself they are all ``ANY`` (run time): that
 build is the CPU kernel, tracing and the generic CUDA kernel, unchanged.
@@ -28,7 +28,7 @@ OPTION_GLOBALS = (
     ("quirks", "V_QUIRKS"), ("trace", "V_TRACE"), ("shape", "V_SHAPE"), ("interpolate", "V_INTERP"),
     ("sensor", "V_SENSOR"), ("oversample_thick", "V_OVS_THICK"), ("oversample_polar", "V_OVS_POLAR"),
     ("oversample_omega", "V_OVS_OMEGA"), ("water", "V_WATER"), ("mask", "V_MASK"), ("curved", "V_CURVED"),
-    ("dmin", "V_DMIN"),
+    ("dmin", "V_DMIN"), ("panels", "V_PANELS"),
 )
 Variant = namedtuple("Variant", [name for name, _ in OPTION_GLOBALS])
 
@@ -36,7 +36,7 @@ Variant = namedtuple("Variant", [name for name, _ in OPTION_GLOBALS])
 GENERIC = Variant(*([ANY] * len(OPTION_GLOBALS)))
 #: the common case (G1): square shape and every other option off
 COMMON = Variant(quirks=OFF, trace=OFF, shape=SQUARE, interpolate=OFF, sensor=OFF, oversample_thick=OFF,
-                 oversample_polar=OFF, oversample_omega=OFF, water=OFF, mask=OFF, curved=OFF, dmin=OFF)
+                 oversample_polar=OFF, oversample_omega=OFF, water=OFF, mask=OFF, curved=OFF, dmin=OFF, panels=OFF)
 
 
 def _onoff(flag):
@@ -63,7 +63,8 @@ def variant_of(p) -> Variant:
                    water=_onoff(p.water != 0),
                    mask=OFF if (p.use_mask == 0 and whole) else ANY,
                    curved=_onoff(p.curved != 0),
-                   dmin=_onoff(p.dmin > 0.0))
+                   dmin=_onoff(p.dmin > 0.0),
+                   panels=_onoff(p.npanels > 1))
 
 
 def describe(v: Variant) -> str:

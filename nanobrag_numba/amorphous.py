@@ -292,6 +292,9 @@ def background(config_or_flags, stol, *, thickness_mm: Optional[float] = None, d
     table = as_stol_table(stol, STOL_MULT[stol_units])
     if isinstance(config_or_flags, Config):
         cfg = config_or_flags
+        if cfg.detector_json is not None or cfg.expt is not None:
+            raise NanoBraggError("background() renders on the flags' detector: a panel description (%s) is not "
+                                 "supported there yet" % (cfg.detector_json or cfg.expt))
         det, sources = _nanobragg_setup(cfg, log)
         weights = np.ascontiguousarray(sources[:, 4])
         sample = [1e-4, 1e-4, 1e-4]

@@ -320,17 +320,36 @@ def _check_seed(seed):
 
 @dataclass
 class Result:
-    """One simulated image and C's derived outputs."""
+    """One simulated image and C's derived outputs.
+
+    ``floatimage`` is float32 (slow, fast), or (panels, slow, fast) for a
+    multi-panel detector (``-detector_json``, ``-expt``; docs/multipanel.md).
+    """
 
     floatimage: np.ndarray
     prep: object = field(repr=False)
     image: object = field(repr=False)
 
+    def __post_init__(self):
+        det = getattr(self.prep, "det", None)
+        if det is not None and det.panels and self.floatimage.ndim == 2:
+            self.floatimage = self.floatimage.reshape(len(det.panels), det.panels[0].spixels, det.fpixels)
+
+    @property
+    def _image2d(self):
+        """The image as the kernels render it: (slow, fast), panels stacked along slow."""
+        return self.floatimage.reshape(self.prep.det.spixels, self.prep.det.fpixels)
+
+    def _single_panel(self, what):
+        if self.prep.det.panels:
+            raise NanoBraggError("%s writes one panel: this detector has %d (use write_nxs, or write each "
+                                 "panel's image)" % (what, len(self.prep.det.panels)))
+
     @property
     def stats(self):
         """C's max_I, mean, rms and rmsd of the float image."""
         from .simulator import image_stats
-        return image_stats(self.prep, self.floatimage)
+        return image_stats(self.prep, self._image2d)
 
     def int_image(self, scale: Optional[float] = None) -> np.ndarray:
         """The SMV integer image (C's default scale 55000/max_I unless given)."""
@@ -339,7 +358,10 @@ class Result:
         if scale is None or scale <= 0:
             m = self.stats.max_I
             scale = 55000.0 / m if m > 0 else 1.0
-        return int_image(self.prep, self.floatimage, scale)
+        return self._shaped(int_image(self.prep, self._image2d, scale))
+
+    def _shaped(self, arr):
+        return arr.reshape(self.floatimage.shape)
 
     def noise_image(self, seed: Optional[int] = None) -> np.ndarray:
         """The Poisson-noise image with C's generator (same seed, same image as C)."""
@@ -349,11 +371,11 @@ class Result:
         cfg = self.prep.cfg
         seed = cfg.seed if seed is None else seed
         if detector_model_on(cfg):     # -readout_noise, -flicker, -calibration, -psf: noisify's model
-            noise, _photons, _over, _notes = detector_noise(self.floatimage, cfg, self.prep.det.roi,
+            noise, _photons, _over, _notes = detector_noise(self._image2d, cfg, self.prep.det.roi,
                                                             self.prep.det.pixel_size, seed)
-            return noise
-        noise, _photons, _over = CRandom().noise(self.floatimage, self.prep.det.roi, cfg.adc_offset, seed)
-        return noise
+            return self._shaped(noise)
+        noise, _photons, _over = CRandom().noise(self._image2d, self.prep.det.roi, cfg.adc_offset, seed)
+        return self._shaped(noise)
 
     def write(self, directory: str = ".", log=None):
         """Write C's files (names from the Config) into ``directory``."""
@@ -405,6 +427,24 @@ class Simulator:
         self._quiet = log is None  # no set-up lines to print: prepare_many may share the set-up of images
         self._hkl_cache = {}       # HKL tables read, by file
         self._hkl_device = {}      # and their copies on the GPU
+
+    @classmethod
+    def from_expt(cls, path, flags: Flags = (), device: Optional[str] = None, log=None, **changes) -> "Simulator":
+        """A Simulator whose detector, beam, goniometer and crystal come from a DIALS experiment list.
+
+        ``path`` is the JSON that ``dials.import`` (or indexing) writes; its
+        panels become the detector (docs/multipanel.md), its beam the
+        wavelength, direction and polarization, its goniometer the spindle,
+        and its crystal, where present, the orientation and cell (Config
+        ``dials_A``).  ``flags`` (nanoBragg flags, read after the file) and
+        keyword changes (Config fields) override them, e.g.
+        ``Simulator.from_expt("imported.expt", "-hkl P1.hkl -N 10", fluence=1e24)``;
+        ``render(dials_A=A)`` changes the crystal per image (A = UB in DIALS's frame, 1/A).
+        """
+        path = _path(path, "experiment list")
+        cfg = config_from_flags(["-expt", path] + _flag_words(list(flags) if isinstance(flags, tuple) else flags),
+                                **changes)
+        return cls(cfg, device=device, log=log)
 
     def prepare(self, *positional, **changes):
         """The prepared tables for the base Config with some fields changed.
@@ -649,6 +689,7 @@ def write_smv(path, result: Result, data: Optional[np.ndarray] = None, noise: bo
     from .io.smv import format_smv_header, write_smv as _write_smv
     path = _path(path)
     prep = _result(result, "write_smv").prep
+    result._single_panel("write_smv")
     if data is None:
         data = result.int_image()
     else:
@@ -678,6 +719,7 @@ def write_cbf(path, result: Result, data: Optional[np.ndarray] = None, noise: bo
     from .io.cbf import write_cbf as _write_cbf
     path = _path(path)
     prep = _result(result, "write_cbf").prep
+    result._single_panel("write_cbf")
     if not isinstance(noise, (bool, np.bool_)):
         raise NanoBraggError("noise must be true or false, got %s" % _shown(noise))
     if noise_seed is not None:
@@ -745,12 +787,12 @@ def write_pgm(path, result: Result, scale: Optional[float] = None) -> None:
     from .io.images import write_pgm as _write_pgm
     from .simulator import pgm_image
     path = _path(path)
-    _result(result, "write_pgm")
+    _result(result, "write_pgm")._single_panel("write_pgm")
     scale = _check_scale(scale, "scale")
     if scale is None or scale <= 0:
         rmsd = result.stats.rmsd
         scale = 250.0 / (5.0 * rmsd) if rmsd > 0 else 1.0
-    _write_pgm(path, pgm_image(result.prep, result.floatimage, scale), scale)
+    _write_pgm(path, pgm_image(result.prep, result._image2d, scale), scale)
 
 
 def noise_image(result: Result, seed: Optional[int] = None) -> np.ndarray:

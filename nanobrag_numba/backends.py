@@ -125,7 +125,7 @@ def run_kernel(backend: str, prep, params, progress=None):
             if key not in prep.hkl_device:
                 prep.hkl_device[key] = (prep.Fhkl, kcuda.device_hkl(prep.Fhkl, precision))
             tables = kcuda.device_tables(prep.sources, prep.rot, prep.phi_map, prep.phi_map_first,
-                                         prep.hkl_device[key][1], prep.mask, precision)
+                                         prep.hkl_device[key][1], prep.mask, precision, prep.panels)
             prep.device_tables[precision] = tables
         out, oob = kcuda.render_cuda(params, tables, npix, precision, variant=variant)
         xp = array_module(backend)
@@ -136,12 +136,12 @@ def run_kernel(backend: str, prep, params, progress=None):
     out, oob = allocate_outputs(npix)
     if progress is None:
         render_cpu(params, prep.sources, prep.rot, prep.phi_map, prep.phi_map_first, prep.Fhkl, prep.mask,
-                   out, oob, 0, npix)
+                   prep.panels, out, oob, 0, npix)
         return out, oob, np
     bounds = np.linspace(0, npix, PROGRESS_CHUNKS + 1).astype(np.int64)
     for n in range(PROGRESS_CHUNKS):
         render_cpu(params, prep.sources, prep.rot, prep.phi_map, prep.phi_map_first, prep.Fhkl, prep.mask,
-                   out, oob, int(bounds[n]), int(bounds[n + 1]))
+                   prep.panels, out, oob, int(bounds[n]), int(bounds[n + 1]))
         progress(int(round(100.0 * (n + 1) / PROGRESS_CHUNKS)))
     return out, oob, np
 
@@ -172,7 +172,7 @@ def run_kernel_many(backend: str, preps, params):
         if key not in first.hkl_device:
             first.hkl_device[key] = (first.Fhkl, kcuda.device_hkl(first.Fhkl, precision))
         tables = kcuda.device_tables_many(first.sources, rots, maps, maps_first, first.hkl_device[key][1],
-                                          first.mask, precision)
+                                          first.mask, precision, first.panels)
         out, oob = kcuda.render_many_cuda(params, tables, npix, k, precision, variant=variant)
         xp = array_module(backend)
         if xp is np:
@@ -180,5 +180,5 @@ def run_kernel_many(backend: str, preps, params):
         return xp.asarray(out), xp.asarray(oob), xp
     from .kernels.cpu import render_many as render_many_cpu
     out, oob = allocate_outputs(npix * k)
-    render_many_cpu(params, first.sources, rots, maps, maps_first, first.Fhkl, first.mask, out, oob, k)
+    render_many_cpu(params, first.sources, rots, maps, maps_first, first.Fhkl, first.mask, first.panels, out, oob, k)
     return out, oob, np

@@ -103,7 +103,7 @@ def _is_number(word: str) -> bool:
 # Config fields that name input files: made absolute so that workers in
 # other folders find them.
 PATH_FIELDS = ("hklfile", "matfile", "stolfile", "sourcefile", "spectrumfile", "imgfile", "maskfile",
-               "background_stol")
+               "background_stol", "detector_json", "expt")
 
 _FIELDS = tuple(f.name for f in dataclasses.fields(Config))
 
@@ -1403,6 +1403,12 @@ def run(argv: List[str], stderr=None) -> int:
     stderr = stderr or sys.stderr
     opts = parse_options(argv)
     base = base_config(opts.base)
+    if (base.detector_json or base.expt) and opts.format in ("smv", "cbf"):
+        from .panels import check_panel_flags, load_panels
+        check_panel_flags(base)
+        if len(load_panels(base)) > 1:
+            raise NanoBraggError("--format %s holds one panel: the detector of %s has several (use --format tiff, "
+                                 "float or nxs)" % (opts.format, base.detector_json or base.expt))
     if opts.background is not None:
         if not os.path.isfile(opts.background):
             raise NanoBraggError("cannot open %s: no such file (--background)" % opts.background)

@@ -108,6 +108,7 @@ class Config:
     cell: Optional[Tuple[float, float, float, float, float, float]] = None  # A, A, A, rad, rad, rad (0: default)
     misset: Optional[Vec3] = None          # radians about x, y, z
     misset_random: bool = False
+    dials_A: Optional[Tuple[float, ...]] = None  # crystal A = UB (1/A), DIALS lab frame, row-major (this port)
     Na: float = 1.0
     Nb: float = 1.0
     Nc: float = 1.0
@@ -188,6 +189,10 @@ class Config:
     detector_thicksteps: int = -1
     detector_thickstep: float = -1.0
     roi: Optional[Tuple[int, int, int, int]] = None  # xmin xmax ymin ymax (inclusive)
+    # multi-panel detectors (this port, docs/multipanel.md): the panels replace the flags' detector
+    detector_json: Optional[str] = None    # panel description (JSON)
+    expt: Optional[str] = None             # DIALS experiment list: its detector panels (and, through
+                                           # -expt / Simulator.from_expt, its beam, goniometer, crystal)
 
     # --- sampling ------------------------------------------------------------
     oversample: int = -1

@@ -223,7 +223,10 @@ def cell_start(cfg: Config, lambda0: float, log: Callable[[str], None]) -> CellS
         b_star = (bs0 * cos_gs, bs0 * sin_gs, 0.0)
         c_star = (cs0 * cos_bs, cs0 * (cos_as - cos_bs * cos_gs) / sin_gs,
                   cs0 * V_cell_user / (a0 * b0 * c0 * sin_gs))
-    if cfg.matrix is not None:
+    if cfg.dials_A is not None:
+        from .panels import dials_A_vectors
+        a_star, b_star, c_star = dials_A_vectors(cfg.dials_A)
+    elif cfg.matrix is not None:
         m = [float(x) for x in cfg.matrix]
         if len(m) != 9 or not all(math.isfinite(x) for x in m):
             raise NanoBraggError("matrix must be 9 finite numbers (the first three lines of a -mat file)")
@@ -231,7 +234,7 @@ def cell_start(cfg: Config, lambda0: float, log: Callable[[str], None]) -> CellS
     elif cfg.matfile is not None:
         log("reading %s" % cfg.matfile)
         a_star, b_star, c_star = read_matrix(cfg.matfile, lambda0)
-    if not user_cell and cfg.matfile is None and cfg.matrix is None:
+    if not user_cell and cfg.matfile is None and cfg.matrix is None and cfg.dials_A is None:
         raise NanoBraggError("no unit cell: give -cell a b c alpha beta gamma or -mat FILE")
     if cfg.matfile is not None or cfg.matrix is not None:
         volume = V.dot(a_star, V.cross(b_star, c_star))

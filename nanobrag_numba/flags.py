@@ -478,6 +478,11 @@ _f("-img", D_, "SMV image whose header sets the detector defaults", kind="str", 
 _f("-mask", D_, "SMV mask: render only non-zero pixels; its header sets defaults", kind="str", apply=_header,
    prescan=True, metavar="FILE",
    doc="maskfile; its header (read before every other flag, before -img's) sets detector defaults")
+_f("-detector_json", D_, "multi-panel detector: JSON list of panels (docs/multipanel.md)", kind="str",
+   fields=("detector_json",), c_flag=False, metavar="FILE")
+_f("-expt", D_, "DIALS experiment list: its detector panels, beam, goniometer and crystal (docs/multipanel.md)",
+   kind="str", apply=_header, prescan=True, c_flag=False, metavar="FILE",
+   doc="expt; its beam, goniometer and crystal (read before every other flag) are defaults")
 _f("-stolout", N_, "accepted, no effect (as in C)", match="-stolout>7", kind="str", apply=_noop(False),
    metavar="FILE", doc="nothing (noted)")
 _f("-stol", N_, "read, no effect on the images (as in C)", match="-stol/5", kind="str", apply=_apply_stol,
@@ -805,6 +810,13 @@ def parse_args(argv, open_files: bool = True) -> Config:
     cfg.c_quirks = quirks
     # C reads -mask, then -img, before any other flag: their headers are defaults
     from .config import apply_header_defaults
+    expts = [e.vals[0] for e in events if e.flag.name == "-expt"]
+    if expts:
+        if open_files:
+            from .panels import apply_expt_defaults
+            apply_expt_defaults(cfg, expts[-1])
+        else:
+            cfg.expt = expts[-1]
     for kind in ("-mask", "-img"):
         files = [e.vals[0] for e in events if e.flag.name == kind]
         if files:

@@ -75,6 +75,7 @@ class Detector:
     dials_origin: Tuple[float, float, float]
     roi: Tuple[int, int, int, int]
     twotheta: float
+    panels: tuple = ()      # multi-panel detectors: one Detector per panel (panels.stack_detector)
 
     @property
     def shape(self):

@@ -199,6 +199,7 @@ class Prepared:
     hkl_device: dict = field(default_factory=dict)      # GPU copies of HKL tables, shared by a Simulator
     fdump: object = None    # the HKLTable still to write to cfg.dumpfile (with the images), or None
     bg_table: object = None  # the -background stol table (amorphous.StolTable), or None
+    panels: Optional[np.ndarray] = None   # the kernels' panel table (kernels.physics.PANEL_COLUMNS)
 
 
 def _seed_now():
@@ -257,6 +258,24 @@ def prepare(cfg: Config, log: Callable[[str], None] = print, crand=None, hkl_cac
             sample_z = beamsize
     cfg_eff = cfg.replace(sample_y=sample_y, sample_z=sample_z)
 
+    from . import panels as P
+    panel_list = None
+    if cfg.detector_json is not None or cfg.expt is not None:
+        P.check_panel_flags(cfg)
+        panel_list = _cached(hkl_cache, ("panels", cfg.detector_json or cfg.expt, cfg.detector_json is None),
+                             lambda: P.load_panels(cfg))
+        P.check_panel_outputs(cfg, panel_list)
+    if panel_list is not None:
+        if any(p.thickness is not None for p in panel_list):
+            t0 = panel_list[0].thickness if panel_list[0].thickness is not None else cfg.detector_thick
+            cfg_eff = cfg_eff.replace(detector_thick=t0)
+            if len({(t if t is not None else cfg.detector_thick) == 0.0 for t in
+                    [p.thickness for p in panel_list]}) > 1:
+                raise NanoBraggError("the panels of %s mix sensors with and without thickness: give every panel "
+                                     "a thickness or none" % (cfg.detector_json or cfg.expt))
+        if panel_list[0].mu is not None:
+            # panel 0's sensor sets the run's (the one-panel kernel reads it); other panels keep their own
+            cfg_eff = cfg_eff.replace(detector_mu=panel_list[0].mu)
     dump_exists = cfg.hklfile is None and os.path.exists(cfg.dumpfile)
     sampling_box = []
 
@@ -266,12 +285,16 @@ def prepare(cfg: Config, log: Callable[[str], None] = print, crand=None, hkl_cac
         if cfg.hklfile is None and not dump_exists and cfg.default_F == 0.0:
             raise NanoBraggError("no structure factors: give -hkl FILE, keep a %s from an earlier run in "
                                  "this directory, or set -default_F" % cfg.dumpfile)
-        if cfg.cell is None and cfg.matfile is None and cfg.matrix is None:
+        if cfg.cell is None and cfg.matfile is None and cfg.matrix is None and cfg.dials_A is None:
             raise NanoBraggError("no unit cell: give -cell a b c alpha beta gamma or -mat FILE")
         sampling_box.append(resolve_sampling(cfg_eff, log, notes))
 
     det = setup_detector(cfg_eff, log, notes, between=after_axes)
     sampling = sampling_box[0]
+    if panel_list is not None:
+        det = P.stack_detector(det, panel_list)
+        log("%d detector panels of %d x %d pixels from %s" % (len(panel_list), panel_list[0].fpixels,
+                                                              panel_list[0].spixels, cfg.detector_json or cfg.expt))
 
     interpolate = cfg.interpolate
     if interpolate is None:
@@ -298,7 +321,7 @@ def prepare(cfg: Config, log: Callable[[str], None] = print, crand=None, hkl_cac
         log("reading %s" % cfg.spectrumfile)
     spectrum = spectrum_pairs(cfg.spectrumfile, cfg.spectrum)
     check_tables(det, cfg, sampling, len(spectrum) if spectrum is not None else None)
-    mask = _load_mask(cfg, det)
+    mask = _load_mask(cfg, det) if panel_list is None else P.panel_mask(panel_list)
 
     table, dump_pending = _load_structure_factors(cfg, log, hkl_cache, write_dump)
     if table is None or table.hkls == 0:
@@ -388,17 +411,19 @@ def prepare(cfg: Config, log: Callable[[str], None] = print, crand=None, hkl_cac
         h_range=h_max - h_min + 1, k_range=k_max - k_min + 1, l_range=l_max - l_min + 1,
         I_bg=I_bg, water=cfg.water_size,
         quirks=cfg.c_quirks, first_phi_pixel=-1, interp_cut_pixel=INT_BIG, interp_cut_eval=INT_BIG,
-        trace_pixel=-1)
+        trace_pixel=-1, npanels=len(det.panels) or 1,
+        panel_rows=det.panels[0].spixels if det.panels else det.spixels)
+    panel_rows = P.panel_table(det, oversample, sampling, panel_list, flags_mu=cfg.detector_mu)
     prep = Prepared(cfg=cfg, det=det, crystal=xtal, sampling=sampling, oversample=oversample,
                     fluence=fluence, steps=steps, I_bg=I_bg, sources=sources, rot=rot, phi_map=phi_map,
                     phi_map_first=phi_map_first, phis=phis, Fhkl=Fhkl, hkl_bounds=bounds, hkls=hkls,
                     mask=mask if mask is not None else np.zeros(1, dtype=np.uint16), params=params,
                     crand=crand, notes=notes, interpolate=interpolate,
                     hkl_device=hkl_device if hkl_device is not None else {}, fdump=dump_pending,
-                    bg_table=bg_table)
+                    bg_table=bg_table, panels=panel_rows)
     if cfg.c_quirks and sampling.phisteps > 1:
         from .kernels.cpu import first_phi_loop_pixel
-        first = first_phi_loop_pixel(params, sources, prep.mask)
+        first = first_phi_loop_pixel(params, sources, prep.mask, prep.panels)
         prep.params = params._replace(first_phi_pixel=first)
     return prep
 
@@ -730,7 +755,8 @@ def launch_key(prep: Prepared, backend: str) -> tuple:
     params = p._replace(**free) if free else p
     return (backend, prep.cfg.precision, tuple(params), prep.I_bg != 0.0,
             prep.sources.shape, prep.sources.tobytes(), id(prep.Fhkl), prep.mask.shape, prep.mask.tobytes(),
-            prep.rot.shape, prep.phi_map.shape, prep.steps, prep.det.shape)
+            prep.rot.shape, prep.phi_map.shape, prep.steps, prep.det.shape,
+            prep.panels.tobytes() if prep.panels is not None else None)
 
 
 def launch_groups(preps: List[Prepared], backend: str) -> List[List[int]]:
@@ -967,7 +993,7 @@ def write_outputs(prep: Prepared, image: Image, log: Callable[[str], None] = pri
     cfg, det = prep.cfg, prep.det
     if fdump is None and prep.fdump is not None:
         fdump = (cfg.dumpfile, prep.fdump)
-    _check_files(cfg, fdump[0] if fdump is not None else None)
+    _check_files(cfg, fdump[0] if fdump is not None else None, len(det.panels))
     img = image.floatimage
     with output_transaction():
         if fdump is not None:
@@ -993,9 +1019,11 @@ def write_outputs(prep: Prepared, image: Image, log: Callable[[str], None] = pri
                 scale = 55000.0 / st.max_I
         log("intfile_scale = %g" % scale)
         if cfg.intfile:
-            log("writing %s as 2-byte integers" % cfg.intfile)
-            header = format_smv_header(**smv_header_values(det, cfg.lambda0, cfg.phi0, prep.sampling.osc, False))
-            write_smv(cfg.intfile, int_image(prep, img, scale), header)
+            ints = int_image(prep, img, scale)
+            for path, d, part in _per_panel(cfg.intfile, det, ints):
+                log("writing %s as 2-byte integers" % path)
+                header = format_smv_header(**smv_header_values(d, cfg.lambda0, cfg.phi0, prep.sampling.osc, False))
+                write_smv(path, part, header)
         if cfg.cbffile:
             from .io.cbf import write_cbf
             log("writing %s as byte-offset CBF" % cfg.cbffile)
@@ -1012,8 +1040,10 @@ def write_outputs(prep: Prepared, image: Image, log: Callable[[str], None] = pri
                 if st.rmsd > 0.0:
                     pgm_scale = 250.0 / (5.0 * st.rmsd)
             log("pgm_scale = %g" % pgm_scale)
-            log("writing %s as 1-byte integers" % cfg.pgmfile)
-            write_pgm(cfg.pgmfile, pgm_image(prep, img, pgm_scale), pgm_scale)
+            pgm = pgm_image(prep, img, pgm_scale)
+            for path, _d, part in _per_panel(cfg.pgmfile, det, pgm):
+                log("writing %s as 1-byte integers" % path)
+                write_pgm(path, part, pgm_scale)
         if cfg.calculate_noise and (cfg.noisefile or cfg.cbfnoisefile or cfg.nxsnoisefile):
             from .noise_models import detector_model_on, detector_noise
             if detector_model_on(cfg):
@@ -1024,10 +1054,11 @@ def write_outputs(prep: Prepared, image: Image, log: Callable[[str], None] = pri
                 noise, photons, overloads = prep.crand.noise(img, det.roi, cfg.adc_offset, cfg.seed)
             log("%.0f photons on noise image (%d overloads)" % (photons, overloads))
             if cfg.noisefile:
-                log("writing %s as 2-byte integers" % cfg.noisefile)
-                header = format_smv_header(**smv_header_values(det, cfg.lambda0, cfg.phi0, prep.sampling.osc,
-                                                               True))
-                write_smv(cfg.noisefile, noise, header)
+                for path, d, part in _per_panel(cfg.noisefile, det, noise):
+                    log("writing %s as 2-byte integers" % path)
+                    header = format_smv_header(**smv_header_values(d, cfg.lambda0, cfg.phi0, prep.sampling.osc,
+                                                                   True))
+                    write_smv(path, part, header)
             if cfg.cbfnoisefile:
                 from .io.cbf import write_cbf
                 log("writing %s as byte-offset CBF" % cfg.cbfnoisefile)
@@ -1062,17 +1093,40 @@ _OUTPUT_FLAGS = (("-floatfile", "floatfile"), ("-intfile", "intfile"), ("-pgmfil
                  ("-nxsfile", "nxsfile"), ("-nxsnoisefile", "nxsnoisefile"))
 _NOISE_OUTPUTS = ("noisefile", "cbfnoisefile", "nxsnoisefile")     # written only with the noise on
 _INPUT_FLAGS = (("-hkl", "hklfile"), ("-mat", "matfile"), ("-mask", "maskfile"), ("-img", "imgfile"),
-                ("-sourcefile", "sourcefile"), ("-spectrum", "spectrumfile"), ("-stol", "stolfile"), ("-background", "background_stol"))
+                ("-detector_json", "detector_json"), ("-expt", "expt"),
+                ("-sourcefile", "sourcefile"), ("-spectrum", "spectrumfile"), ("-stol", "stolfile"),
+                ("-background", "background_stol"))
 
 
-def _output_files(cfg: Config, dumpfile: Optional[str]):
-    """(flag, path) of every file ``write_outputs`` writes for ``cfg``."""
+def panel_file_name(path: str, k: int) -> str:
+    """The file of panel ``k`` of a multi-panel image: ``name_pNN.ext``."""
+    root, ext = os.path.splitext(path)
+    return "%s_p%02d%s" % (root, k, ext)
+
+
+def _per_panel(path, det, image):
+    """(file, panel Detector, panel image) of each panel (the file itself for a monolithic detector)."""
+    if not det.panels:
+        return [(path, det, image)]
+    rows = det.panels[0].spixels
+    return [(panel_file_name(path, k), d, image[k * rows:(k + 1) * rows]) for k, d in enumerate(det.panels)]
+
+
+#: outputs written as one file per panel for a multi-panel detector (SMV, PGM hold one panel)
+_PER_PANEL = ("intfile", "noisefile", "pgmfile")
+
+
+def _output_files(cfg: Config, dumpfile: Optional[str], npanels: int = 0):
+    """(flag, path) of every file ``write_outputs`` writes for ``cfg`` (``npanels``: panel files)."""
     outs = [("-dump", dumpfile)] if dumpfile else []
     for flag, name in _OUTPUT_FLAGS:
         path = getattr(cfg, name)
         if not path or (name == "pgmfile" and not cfg.write_pgm) or (name in _NOISE_OUTPUTS and not cfg.calculate_noise):
             continue
-        outs.append((flag, path))
+        if npanels > 1 and name in _PER_PANEL:
+            outs.extend((flag, panel_file_name(path, k)) for k in range(npanels))
+        else:
+            outs.append((flag, path))
     return outs
 
 
@@ -1084,22 +1138,25 @@ def _input_files(cfg: Config):
     return ins
 
 
-def _check_files(cfg: Config, dumpfile: Optional[str]):
+def _check_files(cfg: Config, dumpfile: Optional[str], npanels: int = 0):
     """Every check of the outputs that can be made before anything is written."""
     from .io.atomic import check_outputs
-    check_outputs(_output_files(cfg, dumpfile), _input_files(cfg), warn_only=("-dump",))
+    check_outputs(_output_files(cfg, dumpfile, npanels), _input_files(cfg), warn_only=("-dump",))
 
 
 def _output_sizes(prep: Prepared, fdump):
     """(flag, path, bytes) of every output, for the free-space check."""
     npix = prep.det.fpixels * prep.det.spixels
+    npanels = len(prep.det.panels)
+    panel_flags = {flag for flag, name in _OUTPUT_FLAGS if name in _PER_PANEL} if npanels > 1 else set()
     per_pixel = {"-floatfile": 4, "-intfile": 2, "-pgmfile": 1, "-noisefile": 2,
                  "-cbffile": 3, "-cbfnoisefile": 3,    # byte offset: at most 3 bytes for 16-bit values
                  "-nxsfile": 6,    # uint16 int image + float32 image (gzip, no larger than raw)
                  "-nxsnoisefile": 2}
     fixed = {"-nxsfile": 65536, "-nxsnoisefile": 65536}     # HDF5 metadata of the NXmx groups (about 45 kB)
-    sizes = [(flag, path, npix * per_pixel[flag] + fixed.get(flag, 16384))
-             for flag, path in _output_files(prep.cfg, None)]
+    sizes = [(flag, path, (npix // npanels if flag in panel_flags else npix) * per_pixel[flag]
+              + fixed.get(flag, 16384))
+             for flag, path in _output_files(prep.cfg, None, npanels)]
     if fdump is not None:
         sizes.append(("-dump", fdump[0], fdump[1].F.nbytes + 64))
     return sizes

@@ -65,7 +65,7 @@ def trace_pixel(prep, spixel: int, fpixel: int, params=None):
     p = p._replace(trace_pixel=idx)
     rows = np.full((evaluations_per_pixel(prep), TRACE_FIELDS), np.nan)
     result = trace_cpu(p, spixel, fpixel, prep.sources, prep.rot, prep.phi_map, prep.phi_map_first,
-                       prep.Fhkl, rows)
+                       prep.Fhkl, rows, prep.panels)
     rows = rows[~np.isnan(rows[:, 0])]
     return rows, result
 

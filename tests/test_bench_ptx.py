@@ -136,7 +136,7 @@ def test_g1_signature_is_the_type_of_a_prepared_g1_launch(tmp_path):
         args = (params, np.ascontiguousarray(prep.sources, dtype=dt), np.ascontiguousarray(prep.rot, dtype=dt),
                 np.ascontiguousarray(prep.phi_map), np.ascontiguousarray(prep.phi_map_first),
                 np.ascontiguousarray(prep.Fhkl, dtype=dt), np.ascontiguousarray(prep.mask),
-                np.empty((6, npix)), np.empty(npix, dtype=np.int64), np.empty((1, TRACE_FIELDS), dtype=dt),
+                np.ascontiguousarray(prep.panels, dtype=dt), np.empty((6, npix)), np.empty(npix, dtype=np.int64), np.empty((1, TRACE_FIELDS), dtype=dt),
                 0, npix)
         assert tuple(typeof(a) for a in args) == ptx.g1_signature(precision)
 

@@ -165,9 +165,13 @@ def _t(v) -> Vec:
     return tuple(float(c) for c in v)
 
 
-def lab_geometry(prep) -> LabGeometry:
-    """The geometry of a :class:`~nanobrag_numba.simulator.Prepared` run in imgCIF's lab frame (mm)."""
-    det, cfg, xtal = prep.det, prep.cfg, prep.crystal
+def lab_geometry(prep, det=None) -> LabGeometry:
+    """The geometry of a :class:`~nanobrag_numba.simulator.Prepared` run in imgCIF's lab frame (mm).
+
+    ``det``: one panel's Detector of a multi-panel run (``prep.det.panels``); default ``prep.det``.
+    """
+    det = prep.det if det is None else det
+    cfg, xtal = prep.cfg, prep.crystal
     R = imgcif_frame(det.beam, det.spindle)
     rot = lambda v: R @ np.asarray(v, dtype=np.float64)  # noqa: E731
     fast, slow = _unit(rot(det.fdet)), _unit(rot(det.sdet))

@@ -248,7 +248,8 @@ def write_tiff(path, image) -> None:
     path : str or os.PathLike
         Output file, written atomically.
     image : array_like
-        2-D image of shape ``(slow, fast)``; converted to ``float32``.
+        2-D image of shape ``(slow, fast)``, or the panel stack ``(panels, slow, fast)`` of a
+        multi-panel detector (one TIFF page per panel); converted to ``float32``.
 
     Raises
     ------
@@ -262,8 +263,9 @@ def write_tiff(path, image) -> None:
     except ImportError as exc:  # pragma: no cover - tifffile is a dependency
         raise NanoBraggError(f"cannot write {os.fspath(path)}: TIFF output needs the 'tifffile' package") from exc
     data = np.ascontiguousarray(image, dtype=np.float32)
-    if data.ndim != 2:
-        raise ValueError(f"TIFF image must be 2-D (slow, fast), got shape {data.shape}")
+    if data.ndim not in (2, 3):
+        raise ValueError(f"TIFF image must be 2-D (slow, fast) or a panel stack (panels, slow, fast), "
+                         f"got shape {data.shape}")
     buffer = io.BytesIO()
     tifffile.imwrite(buffer, data)
     atomic_write_bytes(path, (buffer.getbuffer(),))

@@ -65,6 +65,14 @@ def format_nxmx(prep, images: Sequence, phi_starts_deg: Optional[Sequence[float]
     """The bytes of an NXmx file holding ``images`` (each (slow, fast) integers) of ``prep``'s geometry."""
     import h5py
     geo = lab_geometry(prep)
+    # a multi-panel detector: one NXdetector_module per panel, the panels stacked along slow in the data
+    panel_geos = [lab_geometry(prep, d) for d in prep.det.panels] or [geo]
+    shape2d = (prep.det.spixels, prep.det.fpixels)
+    images = [np.asarray(im).reshape(shape2d) if np.asarray(im).size == shape2d[0] * shape2d[1] else im
+              for im in images]
+    if float_images is not None:
+        float_images = [np.asarray(im).reshape(shape2d) if np.asarray(im).size == shape2d[0] * shape2d[1] else im
+                        for im in float_images]
     stack = np.stack([np.asarray(im) for im in images])
     if stack.ndim != 3 or stack.dtype.kind not in "iu":
         raise ValueError("NXmx images must be 2-D integer arrays (slow, fast), got %s %s" % (stack.dtype, stack.shape))
@@ -131,18 +139,21 @@ def format_nxmx(prep, images: Sequence, phi_starts_deg: Optional[Sequence[float]
         tr = _group(det, "transformations", "NXtransformations")
         base = "/entry/instrument/detector/transformations/"
         normal = _mc(geo.normal)
-        origin = _mc(geo.origin)
-        rest = origin - geo.distance_mm * normal
-        rest_len = float(np.linalg.norm(rest))
         _axis(tr, "det_z", geo.distance_mm, "translation", normal, "mm", ".")
-        _axis(tr, "module_offset", rest_len, "translation", rest / rest_len if rest_len > 0 else (1.0, 0.0, 0.0),
-              "mm", base + "det_z")
+        several = len(panel_geos) > 1
+        for k, pg in enumerate(panel_geos):
+            rest = _mc(pg.origin) - geo.distance_mm * normal
+            rest_len = float(np.linalg.norm(rest))
+            _axis(tr, "module_offset_p%02d" % k if several else "module_offset", rest_len, "translation",
+                  rest / rest_len if rest_len > 0 else (1.0, 0.0, 0.0), "mm", base + "det_z")
         _str(det, "depends_on", base + "det_z")
         _str(det, "description", "nanoBragg simulated detector")
         _str(det, "type", "simulated")
         _str(det, "sensor_material", "Si")
         # nanoBragg's default sensor has no thickness; dxtbx needs one > 0: 1 nm makes its parallax nil
-        thick = det.create_dataset("sensor_thickness", data=max(float(prep.cfg.detector_thick * 1e3), 1e-6))
+        # (a panel description gives its own thickness: the one the run rendered, panel 0's)
+        thick_m = (prep.sampling.thick if (prep.cfg.detector_json or prep.cfg.expt) else prep.cfg.detector_thick)
+        thick = det.create_dataset("sensor_thickness", data=max(float(thick_m * 1e3), 1e-6))
         thick.attrs["units"] = "mm"
         det.create_dataset("x_pixel_size", data=geo.pixel_size_mm).attrs["units"] = "mm"
         det.create_dataset("y_pixel_size", data=geo.pixel_size_mm).attrs["units"] = "mm"
@@ -153,14 +164,14 @@ def format_nxmx(prep, images: Sequence, phi_starts_deg: Optional[Sequence[float]
         det.create_dataset("underload_value", data=-1)
         det.create_dataset("count_time", data=1.0).attrs["units"] = "s"
         det.create_dataset("frame_time", data=1.0).attrs["units"] = "s"
-        mod = _group(det, "module", "NXdetector_module")
-        mod.create_dataset("data_origin", data=np.array([0, 0], dtype=np.int64))
-        mod.create_dataset("data_size", data=np.array([geo.spixels, geo.fpixels], dtype=np.int64))
-        mod.create_dataset("data_stride", data=np.array([1, 1], dtype=np.int64))
-        _axis(mod, "fast_pixel_direction", geo.pixel_size_mm, "translation", _mc(geo.fast), "mm",
-              base + "module_offset")
-        _axis(mod, "slow_pixel_direction", geo.pixel_size_mm, "translation", _mc(geo.slow), "mm",
-              base + "module_offset")
+        for k, pg in enumerate(panel_geos):
+            mod = _group(det, "module_p%02d" % k if several else "module", "NXdetector_module")
+            mod.create_dataset("data_origin", data=np.array([k * pg.spixels, 0], dtype=np.int64))
+            mod.create_dataset("data_size", data=np.array([pg.spixels, pg.fpixels], dtype=np.int64))
+            mod.create_dataset("data_stride", data=np.array([1, 1], dtype=np.int64))
+            offset = base + ("module_offset_p%02d" % k if several else "module_offset")
+            _axis(mod, "fast_pixel_direction", pg.pixel_size_mm, "translation", _mc(pg.fast), "mm", offset)
+            _axis(mod, "slow_pixel_direction", pg.pixel_size_mm, "translation", _mc(pg.slow), "mm", offset)
 
         sample = _group(entry, "sample", "NXsample")
         _str(sample, "name", "nanoBragg crystal")
