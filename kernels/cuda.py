@@ -40,7 +40,8 @@ def _make_kernel(phys):
             clear_result(out, out_oob, idx)
             return
         store_result(out, out_oob, idx,
-                     render_pixel(p, spixel, fpixel, sources, rot, phi_map, phi_map_first, Fhkl, trace))
+                     render_pixel(p, spixel, fpixel, sources, rot, phi_map, phi_map_first, Fhkl, trace,
+                                  trace, trace[0]))
 
     return render_kernel
 

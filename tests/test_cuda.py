@@ -164,7 +164,8 @@ def _render_single_on_cpu(p, sources, rot, phi_map, phi_map_first, Fhkl, mask, o
         s = idx // p.fpixels
         f = idx - s * p.fpixels
         if is_rendered32(p, mask, s, f):
-            store32(out, oob, idx, render_pixel32(p, s, f, sources, rot, phi_map, phi_map_first, Fhkl, trace))
+            store32(out, oob, idx, render_pixel32(p, s, f, sources, rot, phi_map, phi_map_first, Fhkl, trace,
+                                                  trace, trace[0]))
 
 
 def render_single_on_cpu(prep):
