@@ -274,19 +274,21 @@ def cache_will_hit(entry_points=None) -> bool:
 
 
 def announce_compile(out=None, entry_points=None) -> None:
-    """Print one line to stderr before the kernels compile (once per process), nothing when cached.
+    """Print one line to stderr before the kernels compile (at most once per process), nothing when cached.
 
     ``entry_points``: the kernels this run calls (see :func:`cache_will_hit`).
     """
     global _announced
     if _announced:
         return
-    _announced = True
     out = out or sys.stderr
     try:
         hit = cache_will_hit(entry_points)
     except Exception:  # a Numba without these internals: say nothing rather than guess
+        _announced = True
         return
+    # a later call (more kernels known) may still have to say it, as long as nothing was said
+    _announced = bool(UNCACHED) or not hit
     if UNCACHED:
         print("note: no writable cache directory for the compiled kernels (%s/__pycache__, the user cache, "
               "NUMBA_CACHE_DIR): compiling them in memory for this run, about %d s"

@@ -4,27 +4,75 @@ The physics is :func:`nanobrag_numba.kernels.physics.render_pixel`; this
 module only decides which pixels to compute (ROI, mask) and where the
 results go.  Compiled once and cached on disk (``cache=True``), so later
 runs start without compiling.
+
+Compile-time variants (``variants.py``): the common runs get a kernel whose
+physics has their options fixed (no dead branches in the loop):
+:data:`CPU_COMMON` (square crystal, nothing else switched on) and
+:data:`CPU_COMMON_INTERP` (the same with tricubic interpolation, e.g. every
+run with N <= 2); every other run uses the generic kernel
+:func:`render_cpu`, which decides each option at run time.  The ROI and mask
+stay a run-time test in every CPU kernel (one comparison per pixel), so that
+a one-pixel ``-roi`` run loads the kernel of the whole image.  Each variant
+is the code of :func:`render_cpu` with the globals of its physics, under its
+own qualified name ``render_cpu__<tag>`` (its own on-disk cache entry);
+:func:`kernel` builds it at first use (only the variant a run needs
+compiles), ``kernel_name`` gives the name the start-up note checks.
 """
 import math
+import re
+import sys
+import types
 
 import numba
 import numpy as np
 from numba import njit, prange
 
-#: pixels per work item handed to a thread: the cost of a pixel varies
-#: across the detector (the upper half of B1 takes 1.4x longer than the
-#: lower), so small dynamic chunks balance the threads
+#: pixels per work item handed to a thread (a block): the cost of a pixel
+#: varies across the detector (the upper half of B1 takes 1.4x longer than
+#: the lower), so small dynamic blocks balance the threads
 CHUNK_PIXELS = 64
 
-from .physics import (TRACE_FIELDS, clear_result, dmin_skips, panel_geometry, panel_position, pixel_is_rendered,
-                      render_pixel, store_result, unitize3)
+from .physics import (ANY, ON, PANEL_COLUMNS, TRACE_FIELDS, clear_result, dmin_skips, panel_geometry, panel_position,
+                      pixel_is_rendered, render_pixel, render_pixel_inline, store_result, unitize3)
+from .variants import COMMON, GENERIC, describe, physics as variant_physics, variant_of
+
+#: the specialised CPU kernels: the common case, and with tricubic interpolation; mask/ROI at run time
+CPU_COMMON = COMMON._replace(mask=ANY)
+CPU_COMMON_INTERP = CPU_COMMON._replace(interpolate=ON)
+CPU_VARIANTS = (CPU_COMMON, CPU_COMMON_INTERP)
 
 
-def render(p, sources, rot, phi_map, phi_map_first, Fhkl, mask, panels, out, out_oob, first, last):
-    """Run :func:`render_cpu` with dynamic chunks of ``CHUNK_PIXELS`` pixels."""
-    previous = numba.set_parallel_chunksize(CHUNK_PIXELS)
+def cpu_variant(p):
+    """The CPU kernel variant of a run with these ``KParams``: a specialised one, or ``GENERIC``."""
+    v = variant_of(p)._replace(mask=ANY)
+    return v if v in CPU_VARIANTS else GENERIC
+
+
+def kernel_name(variant, many=False):
+    """Attribute name of a variant's kernel in this module (``render_cpu`` for the generic one).
+
+    ``many``: the kernel of ``render_many`` (``render_many_cpu``, ``render_many_cpu__<tag>``).
+    """
+    base = "render_many_cpu" if many else "render_cpu"
+    if variant == GENERIC:
+        return base
+    return base + "__" + re.sub(r"[^A-Za-z0-9]+", "_", describe(variant))
+
+
+def _panel_table(panels):
+    """The panel table, or a dummy row where a caller has none (a one-panel run never reads it)."""
+    if panels is None:
+        return np.zeros((1, len(PANEL_COLUMNS)))
+    return panels
+
+
+def render(p, sources, rot, phi_map, phi_map_first, Fhkl, mask, panels, out, out_oob, first, last, variant=None):
+    """Run the kernel of ``variant`` (default: :func:`cpu_variant` of ``p``) with dynamic chunks."""
+    k = kernel(cpu_variant(p) if variant is None else variant)
+    panels = _panel_table(panels)
+    previous = numba.set_parallel_chunksize(1)      # a work item is a block of CHUNK_PIXELS pixels
     try:
-        render_cpu(p, sources, rot, phi_map, phi_map_first, Fhkl, mask, panels, out, out_oob, first, last)
+        k(p, sources, rot, phi_map, phi_map_first, Fhkl, mask, panels, out, out_oob, first, last)
     finally:
         numba.set_parallel_chunksize(previous)
 
@@ -52,21 +100,51 @@ def render_cpu(p, sources, rot, phi_map, phi_map_first, Fhkl, mask, panels, out,
         of it when a progress meter is shown).
     """
     trace = np.zeros((1, TRACE_FIELDS))
-    for idx in prange(first, last):
+    rot_t = transposed_rotations(p, rot)
+    nblocks = (last - first + CHUNK_PIXELS - 1) // CHUNK_PIXELS
+    for block in prange(nblocks):
+        start = first + block * CHUNK_PIXELS
+        render_block(p, sources, rot, phi_map, phi_map_first, Fhkl, mask, panels, out, out_oob, trace, rot_t, start,
+                     min(start + CHUNK_PIXELS, last), 0)
+
+
+@njit(inline="never")
+def render_block(p, sources, rot, phi_map, phi_map_first, Fhkl, mask, panels, out, out_oob, trace, rot_t, start,
+                 stop, base):
+    """Pixels ``start <= index < stop`` of an image on one thread, written to columns ``base + index``
+    of ``out``: the physics inlined into this loop, so a pixel costs no call (the ~90 scalars of ``p``
+    would be passed one by one)."""
+    scratch = np.empty(rot_t.shape[1])          # one per block of pixels, not per pixel
+    for idx in range(start, stop):
         spixel = idx // p.fpixels
         fpixel = idx - spixel * p.fpixels
         if not pixel_is_rendered(p, mask, spixel, fpixel):
-            clear_result(out, out_oob, idx)
+            clear_result(out, out_oob, base + idx)
             continue
-        store_result(out, out_oob, idx,
-                     render_pixel(p, spixel, fpixel, sources, rot, phi_map, phi_map_first, Fhkl, trace, panels))
+        store_result(out, out_oob, base + idx,
+                     render_pixel_inline(p, spixel, fpixel, sources, rot, phi_map, phi_map_first, Fhkl, trace,
+                                         panels, rot_t, scratch))
 
 
-def render_many(p, sources, rot, phi_map, phi_map_first, Fhkl, mask, panels, out, out_oob, nimages):
-    """Run :func:`render_many_cpu` with dynamic chunks of ``CHUNK_PIXELS`` pixels."""
-    previous = numba.set_parallel_chunksize(CHUNK_PIXELS)
+@njit(inline="always")
+def transposed_rotations(p, rot):
+    """``rot[phi step, domain, c]`` as ``[c, phi step * mosaic_domains + domain]`` (the SIMD pass's table)."""
+    nmos = p.mosaic_domains
+    rot_t = np.empty((9, max(1, p.phisteps * nmos)))
+    for r in range(p.phisteps):
+        for m in range(nmos):
+            for c in range(9):
+                rot_t[c, r * nmos + m] = rot[r, m, c]
+    return rot_t
+
+
+def render_many(p, sources, rot, phi_map, phi_map_first, Fhkl, mask, panels, out, out_oob, nimages, variant=None):
+    """Run the many-image kernel of ``variant`` (default: :func:`cpu_variant` of ``p``) with dynamic chunks."""
+    k = kernel(cpu_variant(p) if variant is None else variant, many=True)
+    panels = _panel_table(panels)
+    previous = numba.set_parallel_chunksize(1)      # a work item is a block of CHUNK_PIXELS pixels of one image
     try:
-        render_many_cpu(p, sources, rot, phi_map, phi_map_first, Fhkl, mask, panels, out, out_oob, nimages)
+        k(p, sources, rot, phi_map, phi_map_first, Fhkl, mask, panels, out, out_oob, nimages)
     finally:
         numba.set_parallel_chunksize(previous)
 
@@ -75,13 +153,14 @@ def render_many(p, sources, rot, phi_map, phi_map_first, Fhkl, mask, panels, out
 def render_many_cpu(p, sources, rot, phi_map, phi_map_first, Fhkl, mask, panels, out, out_oob, nimages):
     """Render ``nimages`` images that differ only in their rotation tables, in one parallel loop.
 
-    The loop runs over image x pixel (``prange(nimages * npix)``), so the
-    threads stay busy across image boundaries; every pixel is the same call
-    of ``render_pixel`` as in :func:`render_cpu`, with image ``k``'s tables.
+    The loop runs over (image, block of ``CHUNK_PIXELS`` pixels), so the
+    threads stay busy across image boundaries; every block is the same
+    :func:`render_block` as in :func:`render_cpu`, with image ``k``'s tables
+    (and the same compile-time variants, :func:`kernel`).
 
     Parameters
     ----------
-    p, sources, Fhkl, mask
+    p, sources, Fhkl, mask, panels
         Shared by every image (see :func:`render_cpu`).
     rot : float64[nimages, nrot, mosaic_domains, 9]
         The rotation table of each image, stacked.
@@ -94,16 +173,15 @@ def render_many_cpu(p, sources, rot, phi_map, phi_map_first, Fhkl, mask, panels,
     """
     trace = np.zeros((1, TRACE_FIELDS))
     npix = p.fpixels * p.spixels
-    for j in prange(nimages * npix):
-        k = j // npix
-        idx = j - k * npix
-        spixel = idx // p.fpixels
-        fpixel = idx - spixel * p.fpixels
-        if not pixel_is_rendered(p, mask, spixel, fpixel):
-            clear_result(out, out_oob, j)
-            continue
-        store_result(out, out_oob, j,
-                     render_pixel(p, spixel, fpixel, sources, rot[k], phi_map[k], phi_map_first[k], Fhkl, trace, panels))
+    rot_t = np.empty((nimages, 9, max(1, p.phisteps * p.mosaic_domains)))
+    for k in range(nimages):
+        rot_t[k] = transposed_rotations(p, rot[k])
+    per_image = (npix + CHUNK_PIXELS - 1) // CHUNK_PIXELS
+    for block in prange(nimages * per_image):
+        k = block // per_image
+        start = (block - k * per_image) * CHUNK_PIXELS
+        render_block(p, sources, rot[k], phi_map[k], phi_map_first[k], Fhkl, mask, panels, out, out_oob, trace,
+                     rot_t[k], start, min(start + CHUNK_PIXELS, npix), k * npix)
 
 
 @njit(cache=True)
@@ -113,7 +191,8 @@ def trace_cpu(p, spixel, fpixel, sources, rot, phi_map, phi_map_first, Fhkl, tra
     ``p.trace_pixel`` must be the pixel's index; returns what
     ``render_pixel`` returns.
     """
-    return render_pixel(p, spixel, fpixel, sources, rot, phi_map, phi_map_first, Fhkl, trace, panels)
+    return render_pixel(p, spixel, fpixel, sources, rot, phi_map, phi_map_first, Fhkl, trace, panels, trace,
+                        trace[0])
 
 
 @njit(cache=True)
@@ -149,3 +228,62 @@ def first_phi_loop_pixel(p, sources, mask, panels):
                         if not dmin_skips(p, stol):
                             return idx
     return -1
+
+
+_KERNELS = {}
+_MODULES = {}
+
+
+def _variant_module(variant):
+    """The globals of a variant's kernels: this module's, with the variant's physics (built once).
+
+    A registered module of a stable name, which Numba's cache imports when it
+    loads a kernel in a later process; :func:`render_block` is re-made in it so
+    that it inlines the variant's physics (one per variant, shared by the
+    single- and many-image kernels).
+    """
+    mod = _MODULES.get(variant)
+    if mod is None:
+        phys = variant_physics(variant, vector=True)
+        mod = types.ModuleType("%s_%s" % (__name__, kernel_name(variant)))
+        mod.__dict__.update({k: v for k, v in globals().items() if not k.startswith("__")})
+        for name in ("render_pixel", "render_pixel_inline", "pixel_is_rendered", "clear_result", "store_result",
+                     "panel_geometry", "panel_position", "dmin_skips"):
+            setattr(mod, name, getattr(phys, name))
+        blk = render_block.py_func
+        mod.render_block = njit(inline="never")(
+            types.FunctionType(blk.__code__, mod.__dict__, blk.__name__, blk.__defaults__, blk.__closure__))
+        mod.__file__ = __file__
+        sys.modules[mod.__name__] = mod
+        _MODULES[variant] = mod
+    return mod
+
+
+def kernel(variant=GENERIC, many=False):
+    """The CPU kernel (a Numba dispatcher) of a compile-time variant, built once per process.
+
+    ``many``: the kernel of :func:`render_many` (:func:`render_many_cpu`'s code) instead of
+    :func:`render_cpu`'s.
+    """
+    if variant == GENERIC:
+        return render_many_cpu if many else render_cpu
+    variant = type(GENERIC)(*variant)
+    disp = _KERNELS.get((variant, many))
+    if disp is None:
+        mod = _variant_module(variant)
+        py = (render_many_cpu if many else render_cpu).py_func
+        fn = types.FunctionType(py.__code__, mod.__dict__, py.__name__, py.__defaults__, py.__closure__)
+        fn.__qualname__ = kernel_name(variant, many)      # the on-disk cache entry of this variant
+        fn.__doc__ = py.__doc__
+        disp = _KERNELS[(variant, many)] = njit(parallel=True, cache=True)(fn)
+    return disp
+
+
+def __getattr__(name):
+    """``render_cpu__<tag>``, ``render_many_cpu__<tag>``: the kernels of a specialised variant (start-up
+    checks of their cache entries)."""
+    for v in CPU_VARIANTS:
+        for many in (False, True):
+            if name == kernel_name(v, many):
+                return kernel(v, many)
+    raise AttributeError("module %r has no attribute %r" % (__name__, name))

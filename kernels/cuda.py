@@ -53,7 +53,7 @@ def _render_kernel(p, sources, rot, phi_map, phi_map_first, Fhkl, mask, panels, 
         return
     store_result(out, out_oob, idx,  # noqa: F821
                  render_pixel(p, spixel, fpixel, sources, rot, phi_map, phi_map_first, Fhkl, trace,  # noqa: F821
-                              panels))
+                              panels, trace, trace[0]))
 
 
 def _render_many_kernel(p, sources, rot, phi_map, phi_map_first, Fhkl, mask, panels, out, out_oob, trace,
@@ -71,7 +71,7 @@ def _render_many_kernel(p, sources, rot, phi_map, phi_map_first, Fhkl, mask, pan
         return
     store_result(out, out_oob, j,  # noqa: F821
                  render_pixel(p, spixel, fpixel, sources, rot[k], phi_map[k], phi_map_first[k], Fhkl,  # noqa: F821
-                              trace, panels))
+                              trace, panels, trace, trace[0]))
 
 
 def cache_tag(kind, precision, variant):

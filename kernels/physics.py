@@ -60,6 +60,11 @@ SQUARE, ROUND, GAUSS, TOPHAT = 0, 1, 2, 3
 # re-executes this source with some of them fixed to OFF, ON (or a shape
 # code); Numba freezes globals as constants, so the dead branches vanish.
 ANY, OFF, ON = -1, 0, 1
+# How the small helpers without ``p`` (pure arithmetic) are inlined.  "always": by Numba, in its IR
+# (needed by CUDA's compile_ptx without a GPU; costs Numba's compile time per call site); the CPU
+# variants set "never" before this source runs: each helper is compiled once and LLVM inlines it,
+# which gives the same code at a fraction of the compile time.
+LEAF_INLINE = globals().get("LEAF_INLINE", "always")
 V_QUIRKS = ANY          # -c_quirks
 V_TRACE = ANY           # trace rows (ANY or OFF)
 V_SHAPE = ANY           # crystal shape code
@@ -73,6 +78,10 @@ V_MASK = ANY            # OFF: no mask and the ROI is the whole detector (ANY or
 V_CURVED = ANY          # curved detector
 V_DMIN = ANY            # -dmin
 V_PANELS = ANY          # OFF: one panel, the geometry of p; ON: the panel table (multi-panel detectors)
+# CPU variants (``variants.physics(..., vector=True)``): the square crystal's lattice factors of all
+# (phi step, mosaic domain) pairs of a source are computed first, in one loop that compiles to SIMD
+# code (``lattice_factors_simd``), then the per-pair loop reads them.  Off for CUDA and tracing.
+VECTOR = False
 SHAPES_CODE = {"SQUARE": SQUARE, "ROUND": ROUND, "GAUSS": GAUSS, "TOPHAT": TOPHAT}
 
 KPARAMS_FIELDS = (
@@ -100,6 +109,8 @@ KPARAMS_FIELDS = (
     "I_bg", "water",
     # C behaviours (see docs/differences.md)
     "quirks", "first_phi_pixel", "interp_cut_pixel", "interp_cut_eval",
+    # 1: C's arithmetic of sincg and polin3 without -c_quirks too (the bit-exact reference of the fast forms)
+    "c_math",
     # trace
     "trace_pixel",
     # multi-panel detectors: image rows [k*panel_rows, (k+1)*panel_rows) are panel k (see PANEL_COLUMNS)
@@ -114,7 +125,7 @@ KPARAMS_INTS = frozenset((
     "oversample_thick", "oversample_polar", "oversample_omega",
     "nsources", "phisteps", "mosaic_domains", "nopolar", "shape", "interpolate", "hkls",
     "h_min", "h_max", "k_min", "k_max", "l_min", "l_max", "h_range", "k_range", "l_range",
-    "quirks", "first_phi_pixel", "interp_cut_pixel", "interp_cut_eval", "trace_pixel",
+    "quirks", "first_phi_pixel", "interp_cut_pixel", "interp_cut_eval", "c_math", "trace_pixel",
     "npanels", "panel_rows",
 ))
 
@@ -167,7 +178,7 @@ TRACE_COLUMNS = (
 TRACE_FIELDS = len(TRACE_COLUMNS)
 
 
-@njit(inline="always")
+@njit(inline=LEAF_INLINE)
 def option(setting, runtime):
     """An on/off option: ``runtime`` (a bool) when the variant leaves it ANY, else the variant's value."""
     if setting == ANY:
@@ -175,13 +186,13 @@ def option(setting, runtime):
     return setting == ON
 
 
-@njit(inline="always")
+@njit(inline=LEAF_INLINE)
 def may(setting):
     """False only where the variant fixes the option OFF (its code can then be left out)."""
     return setting != OFF
 
 
-@njit(inline="always")
+@njit(inline=LEAF_INLINE)
 def fixed(setting, runtime):
     """A coded option (the shape): ``runtime`` when the variant leaves it ANY, else the variant's code."""
     if setting == ANY:
@@ -189,7 +200,7 @@ def fixed(setting, runtime):
     return setting
 
 
-@njit(inline="always")
+@njit(inline=LEAF_INLINE)
 def unitize3(x, y, z):
     """Unit vector and length; a zero vector stays zero (C's ``unitize``)."""
     mag = math.sqrt(x * x + y * y + z * z)
@@ -198,7 +209,7 @@ def unitize3(x, y, z):
     return F(0.0) * x, F(0.0) * y, F(0.0) * z, mag
 
 
-@njit(inline="always")
+@njit(inline=LEAF_INLINE)
 def rotate_axis3(vx, vy, vz, ax, ay, az, phi):
     """Rotate (vx, vy, vz) by ``phi`` about the unit axis (C's ``rotate_axis``)."""
     sinphi = math.sin(phi)
@@ -209,7 +220,7 @@ def rotate_axis3(vx, vy, vz, ax, ay, az, phi):
             az * d + vz * cosphi + (-ay * vx + ax * vy) * sinphi)
 
 
-@njit(inline="always")
+@njit(inline=LEAF_INLINE)
 def sincg(x, N):
     """Lattice transform of N cells along one axis, ``sin(N x)/sin(x)`` (C's form)."""
     if x == 0.0:
@@ -217,14 +228,67 @@ def sincg(x, N):
     return math.sin(x * N) / math.sin(x)
 
 
+#: sin(pi x) = x (S0 + S1 x^2 + ... + S8 x^16) for |x| <= 1/2: a minimax fit of relative error
+#: 3e-19 (4e-17 with the coefficients rounded to float64), i.e. as accurate as a libm sine there
+_S0, _S1, _S2 = 3.141592653589793, -5.167712780049969, 2.5501640398772936
+_S3, _S4, _S5 = -0.599264529318729, 0.08214588656975906, -0.007370430477694967
+_S6, _S7, _S8 = 0.0004662996839901721, -2.1903174164272045e-05, 7.694618988322075e-07
+#: 2^27 + 1: Veltkamp's splitting constant (a float64 in two halves of 26 and 27 bits)
+_SPLIT = 134217729.0
+#: the fast form needs N times the 27-bit half of f exact: N below 2^26
+FAST_N_MAX = 67108864.0
+
+
+@njit(inline=LEAF_INLINE)
+def sinpi_small(x):
+    """``sin(pi x)`` for |x| <= 1/2 (slightly beyond is fine), a polynomial: no range reduction, no call."""
+    z = x * x
+    return x * (_S0 + z * (_S1 + z * (_S2 + z * (_S3 + z * (_S4 + z * (_S5 + z * (_S6 + z * (
+        _S7 + z * _S8))))))))
+
+
+@njit(inline=LEAF_INLINE)
+def sincg_fast(h, N):
+    """``sin(pi N h) / sin(pi h)`` for an integer-valued N below ``FAST_N_MAX``.
+
+    With n the integer nearest to h, f = h - n (exact), m the integer
+    nearest to N f and g = N f - m (exact but for one rounding: f is split
+    in two halves that N multiplies exactly), the value is ``(-1)^((N-1) n + m)
+    sin(pi g) / sin(pi f)``, both sines of arguments within pi/2 from one
+    polynomial each; at an integer h the limit ``(-1)^((N-1) n) N``.  A few
+    ulp everywhere (C's ``sin(N pi h)/sin(pi h)`` loses ~|h/f| ulp near an
+    integer h), about 3x cheaper than two libm sines, and free of branches
+    and calls so that a loop of it is SIMD code.  Not C's bits: ``-c_quirks``
+    keeps C's form.
+    """
+    n = math.floor(h + F(0.5))
+    f = h - n
+    c = _SPLIT * f
+    f_hi = c - (c - f)
+    f_lo = f - f_hi
+    t_hi = N * f_hi                 # exact: 26 x 26 bits
+    t_lo = N * f_lo                 # exact: 26 x 27 bits
+    m = math.floor(t_hi + F(0.5))
+    g = (t_hi - m) + t_lo           # t_hi - m is exact
+    den = sinpi_small(f)
+    num = sinpi_small(g)
+    at_integer = den == 0.0
+    num = N if at_integer else num
+    den = F(1.0) if at_integer else den
+    q = (N - F(1.0)) * n + m        # an integer (exact below 2^53): its parity is the sign
+    odd = q - F(2.0) * math.floor(q * F(0.5))
+    return num / den * (F(1.0) - F(2.0) * odd)
+
+
 @njit(inline="always")
-def sincg_h(h, N):
+def sincg_h(h, N, exact=True):
     """``sincg(pi h, N)`` for a fractional Miller index h.
 
-    Float64: C's ``sincg(M_PI*h, N)`` exactly.  Float32: the "delta" form
-    ``sin(pi N d) / sin(pi d)`` with ``d = h - rint(h)``, equal to C's value
-    up to its sign (the square has none); it keeps float32 trigonometry
-    accurate far from the origin.
+    Float64 with ``exact``: C's ``sincg(M_PI*h, N)`` exactly (``-c_quirks``).
+    Float64 otherwise: :func:`sincg_fast` (C's form for N >= ``FAST_N_MAX``).
+    Float32: the "delta" form ``sin(pi N d) / sin(pi d)`` with ``d = h -
+    rint(h)``, equal to C's value up to its sign (the square has none); it
+    keeps float32 trigonometry accurate far from the origin.
     """
     if SINGLE:
         d = h - F(round(h))
@@ -232,10 +296,12 @@ def sincg_h(h, N):
             return N
         x = F(math.pi) * d
         return math.sin(x * N) / math.sin(x)
-    return sincg(F(math.pi) * h, N)
+    if exact or N >= FAST_N_MAX:
+        return sincg(F(math.pi) * h, N)
+    return sincg_fast(h, N)
 
 
-@njit(inline="always")
+@njit(inline=LEAF_INLINE)
 def sinc3(x):
     """Transform of a sphere, ``3 (sin x / x - cos x) / x^2``; 1 at x = 0."""
     if x == 0.0:
@@ -274,7 +340,7 @@ def polarization_factor(kahn, ix, iy, iz, dx, dy, dz, ax, ay, az):
             dx, dy, dz)
 
 
-@njit(inline="always")
+@njit(inline=LEAF_INLINE)
 def polint(x0, x1, x2, x3, y0, y1, y2, y3, x):
     """Cubic Lagrange polynomial through four points, at x (C's ``polint``).
 
@@ -288,7 +354,7 @@ def polint(x0, x1, x2, x3, y0, y1, y2, y3, x):
     return t0 + t1 + t2 + t3
 
 
-@njit(inline="always")
+@njit(inline=LEAF_INLINE)
 def polint_unit(x0, y0, y1, y2, y3, x):
     """``polint`` through x0, x0+1, x0+2, x0+3 (integers), as the interpolation uses it.
 
@@ -307,13 +373,13 @@ def polint_unit(x0, y0, y1, y2, y3, x):
     return t0 + t1 + t2 + t3
 
 
-@njit(inline="always")
+@njit(inline=LEAF_INLINE)
 def _interp_row(Fhkl, hi, ki, li, l0, l):
     return polint_unit(F(l0 - 1), Fhkl[hi, ki, li], Fhkl[hi, ki, li + 1], Fhkl[hi, ki, li + 2],
                        Fhkl[hi, ki, li + 3], l)
 
 
-@njit(inline="always")
+@njit(inline=LEAF_INLINE)
 def _interp_plane(Fhkl, hi, ki, li, k0, l0, k, l):
     return polint_unit(F(k0 - 1),
                        _interp_row(Fhkl, hi, ki, li, l0, l),
@@ -322,7 +388,7 @@ def _interp_plane(Fhkl, hi, ki, li, k0, l0, k, l):
                        _interp_row(Fhkl, hi, ki + 3, li, l0, l), k)
 
 
-@njit(inline="always")
+@njit(inline=LEAF_INLINE)
 def polin3(Fhkl, h_min, k_min, l_min, h, k, l):
     """Tricubic interpolation of F at fractional (h, k, l) (C's ``polin3``).
 
@@ -340,6 +406,47 @@ def polin3(Fhkl, h_min, k_min, l_min, h, k, l):
                        _interp_plane(Fhkl, hi + 1, ki, li, k0, l0, k, l),
                        _interp_plane(Fhkl, hi + 2, ki, li, k0, l0, k, l),
                        _interp_plane(Fhkl, hi + 3, ki, li, k0, l0, k, l), h)
+
+
+@njit(inline=LEAF_INLINE)
+def lagrange_weights(x0, x):
+    """The four weights of :func:`polint_unit` (through x0 .. x0+3) at x: ``polint_unit = sum w_i y_i``."""
+    d0 = x - x0
+    d1 = x - (x0 + F(1))
+    d2 = x - (x0 + F(2))
+    d3 = x - (x0 + F(3))
+    return d1 * d2 * d3 / F(-6), d0 * d2 * d3 / F(2), d0 * d1 * d3 / F(-2), d0 * d1 * d2 / F(6)
+
+
+@njit(inline="always")
+def polin3_fast(Fhkl, h_min, k_min, l_min, h, k, l):
+    """:func:`polin3` with the Lagrange weights of each axis computed once (not C's bits).
+
+    C's ``polint`` multiplies each value into the weight's numerator before
+    dividing; here the 12 weights are formed first and the 21 one-dimensional
+    interpolations are sums of four products, in C's order (within an ulp or
+    two of C per term, 4x less arithmetic).  ``-c_quirks`` keeps :func:`polin3`.
+    """
+    h0 = math.floor(h)
+    k0 = math.floor(k)
+    l0 = math.floor(l)
+    wh0, wh1, wh2, wh3 = lagrange_weights(F(h0 - 1), h)
+    wk0, wk1, wk2, wk3 = lagrange_weights(F(k0 - 1), k)
+    wl0, wl1, wl2, wl3 = lagrange_weights(F(l0 - 1), l)
+    hi = int(h0) - 1 - h_min
+    ki = int(k0) - 1 - k_min
+    li = int(l0) - 1 - l_min
+    result = F(0.0)
+    for a in range(4):
+        wh = wh0 if a == 0 else (wh1 if a == 1 else (wh2 if a == 2 else wh3))
+        plane = F(0.0)
+        for b in range(4):
+            wk = wk0 if b == 0 else (wk1 if b == 1 else (wk2 if b == 2 else wk3))
+            row = Fhkl[hi + a, ki + b]
+            v = wl0 * row[li] + wl1 * row[li + 1] + wl2 * row[li + 2] + wl3 * row[li + 3]
+            plane = wk * v if b == 0 else plane + wk * v
+        result = wh * plane if a == 0 else result + wh * plane
+    return result
 
 
 @njit(inline="always")
@@ -360,8 +467,11 @@ def nearest_F(p, Fhkl, h0, k0, l0):
 
 
 @njit(inline="always")
-def lattice_factor(p, h, k, l, h0, k0, l0):
-    """F_latt and its three axis factors for the crystal shape of ``p``."""
+def lattice_factor(p, h, k, l, h0, k0, l0, exact=True):
+    """F_latt and its three axis factors for the crystal shape of ``p``.
+
+    ``exact``: C's arithmetic for the square shape's sincg (else :func:`sincg_fast`).
+    """
     fa = F(1.0)
     fb = F(1.0)
     fc = F(1.0)
@@ -369,13 +479,13 @@ def lattice_factor(p, h, k, l, h0, k0, l0):
     if shape == SQUARE:
         F_latt = F(1.0)
         if p.Na > 1:
-            fa = sincg_h(h, p.Na)
+            fa = sincg_h(h, p.Na, exact)
             F_latt *= fa
         if p.Nb > 1:
-            fb = sincg_h(k, p.Nb)
+            fb = sincg_h(k, p.Nb, exact)
             F_latt *= fb
         if p.Nc > 1:
-            fc = sincg_h(l, p.Nc)
+            fc = sincg_h(l, p.Nc, exact)
             F_latt *= fc
         return F_latt, fa, fb, fc
     dh = h - F(h0)
@@ -489,7 +599,33 @@ def _trace_row(trace, n, start, values):
         trace[n, start + i] = values[i]
 
 
-def _render_pixel(p, spixel, fpixel, sources, rot, phi_map, phi_map_first, Fhkl, trace, panels):
+@njit(inline=LEAF_INLINE)
+def lattice_factors_simd(Na, Nb, Nc, rot_t, nj, sx, sy, sz, scratch):
+    """``scratch[j]`` = square-crystal F_latt of pair j (phi step * mosaic domains + domain), fast sincg.
+
+    ``rot_t[c, j]`` is ``rot[phi step, domain, c]`` (transposed: contiguous
+    SIMD loads).  h, k, l and the product are those of the per-pair loop,
+    in the same order, so the values are those of :func:`lattice_factor`
+    with the fast sincg; the loop has no branch and no call (SIMD code).
+    """
+    use_a = Na > 1
+    use_b = Nb > 1
+    use_c = Nc > 1
+    for j in range(nj):
+        h = rot_t[0, j] * sx + rot_t[1, j] * sy + rot_t[2, j] * sz
+        k = rot_t[3, j] * sx + rot_t[4, j] * sy + rot_t[5, j] * sz
+        l = rot_t[6, j] * sx + rot_t[7, j] * sy + rot_t[8, j] * sz
+        fa = sincg_fast(h, Na)
+        fb = sincg_fast(k, Nb)
+        fc = sincg_fast(l, Nc)
+        fa = fa if use_a else F(1.0)
+        fb = fb if use_b else F(1.0)
+        fc = fc if use_c else F(1.0)
+        scratch[j] = fa * fb * fc
+
+
+def _render_pixel(p, spixel, fpixel, sources, rot, phi_map, phi_map_first, Fhkl, trace, panels,
+                  rot_t, scratch):
     """Photons at one pixel before the final scale, following nanoBragg.c.
 
     ``spixel`` is the image row (panel after panel for a multi-panel
@@ -512,6 +648,10 @@ def _render_pixel(p, spixel, fpixel, sources, rot, phi_map, phi_map_first, Fhkl,
     first_oob : int
         Index of the first evaluation whose interpolation block left the
         hkl table, -1 if none (for ``-c_quirks`` and the warning).
+
+    ``rot_t`` (float64[9, phisteps * mosaic_domains], ``rot`` transposed)
+    and ``scratch`` (float64[phisteps * mosaic_domains]) serve the SIMD pass
+    of the CPU variants (``VECTOR``); other builds never read them.
     """
     imgidx = spixel * p.fpixels + fpixel
     g, prow = panel_geometry(p, panels, spixel)
@@ -523,6 +663,15 @@ def _render_pixel(p, spixel, fpixel, sources, rot, phi_map, phi_map_first, Fhkl,
     nthick = 1 if V_SENSOR == OFF else p.thicksteps
     water = option(V_WATER, p.water != 0)
     interpolate = option(V_INTERP, p.interpolate != 0)
+    # C's arithmetic (bits) of sincg and of the tricubic interpolation with -c_quirks or when asked
+    # for (``p.c_math``); else the fast forms (sincg_fast, polin3_fast)
+    c_math = quirks or p.c_math != 0
+    # the SIMD pass: compiled in for the CPU variants without -c_quirks or trace, square crystal
+    simd = False
+    if VECTOR and V_QUIRKS == OFF and V_TRACE == OFF and V_SHAPE == SQUARE:
+        simd = ((not c_math) and (p.Na > 1 or p.Nb > 1 or p.Nc > 1)
+                and p.Na < FAST_N_MAX and p.Nb < FAST_N_MAX and p.Nc < FAST_N_MAX)
+    nmos = p.mosaic_domains
     I = ACC(p.I_bg) if quirks else ACC(0.0)
     polar = F(1.0) if p.nopolar != 0 else F(0.0)
     omega_pixel = F(0.0)
@@ -575,6 +724,8 @@ def _render_pixel(p, spixel, fpixel, sources, rot, phi_map, phi_map_first, Fhkl,
                                                                 p.polar_x, p.polar_y, p.polar_z)
                         if polar_bg < 0.0:
                             polar_bg = polar
+                    if simd:
+                        lattice_factors_simd(p.Na, p.Nb, p.Nc, rot_t, p.phisteps * nmos, sx, sy, sz, scratch)
                     for phi_tic in range(p.phisteps):
                         # the maps are the identity without -c_quirks (crystal.phi_maps)
                         r = phi_tic
@@ -596,7 +747,11 @@ def _render_pixel(p, spixel, fpixel, sources, rot, phi_map, phi_map_first, Fhkl,
                             h0 = int(math.ceil(h - F(0.5)))
                             k0 = int(math.ceil(k - F(0.5)))
                             l0 = int(math.ceil(l - F(0.5)))
-                            F_latt, fa, fb, fc = lattice_factor(p, h, k, l, h0, k0, l0)
+                            if simd:
+                                F_latt = scratch[phi_tic * nmos + mos_tic]
+                                fa = fb = fc = F(1.0)
+                            else:
+                                F_latt, fa, fb, fc = lattice_factor(p, h, k, l, h0, k0, l0, c_math)
                             skipped = F_latt == 0.0 and not water
                             F_cell = F(0.0)
                             interpolated = False
@@ -610,7 +765,10 @@ def _render_pixel(p, spixel, fpixel, sources, rot, phi_map, phi_map_first, Fhkl,
                                             first_oob = evaluation
                                         F_cell = nearest_F(p, Fhkl, h0, k0, l0)
                                     else:
-                                        F_cell = polin3(Fhkl, p.h_min, p.k_min, p.l_min, h, k, l)
+                                        if c_math:
+                                            F_cell = polin3(Fhkl, p.h_min, p.k_min, p.l_min, h, k, l)
+                                        else:
+                                            F_cell = polin3_fast(Fhkl, p.h_min, p.k_min, p.l_min, h, k, l)
                                         interpolated = True
                                 else:
                                     F_cell = nearest_F(p, Fhkl, h0, k0, l0)

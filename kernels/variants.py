@@ -16,7 +16,8 @@ every option is fixed to its value in that run, except where the run itself
 leaves something to decide per pixel (then ``ANY``).
 """
 from collections import namedtuple
-from types import SimpleNamespace
+import sys
+import types
 
 import numpy as np
 
@@ -81,26 +82,41 @@ def describe(v: Variant) -> str:
 _BUILT = {}
 
 
-def physics(variant: Variant = GENERIC, single: bool = False):
+def physics(variant: Variant = GENERIC, single: bool = False, vector: bool = False):
     """The physics functions of a variant and precision (a namespace, built once per process).
 
     ``physics(GENERIC)`` is ``physics.py`` itself; every other one is a
     re-execution of its source with the variant's globals (and ``F =
-    float32``, ``SINGLE = True`` for single precision).
+    float32``, ``SINGLE = True`` for single precision; ``VECTOR = True``
+    with ``vector``: the SIMD pass of the CPU kernels).
     """
-    key = (Variant(*variant), bool(single))
-    if key == (GENERIC, False):
+    key = (Variant(*variant), bool(single), bool(vector))
+    if key == (GENERIC, False, False):
         return _physics
     if key not in _BUILT:
         with open(_physics.__file__, "r") as fh:
             source = fh.read()
-        ns = {"__name__": "%s._v%d" % (__name__, len(_BUILT)), "__file__": _physics.__file__}
-        exec(compile(source, _physics.__file__, "exec"), ns)
+        # a real module under a name that is the same in every process: Numba's on-disk cache of a
+        # kernel that calls these functions imports it by that name when it loads the kernel
+        mod = types.ModuleType(module_name(*key))
+        mod.__file__ = _physics.__file__
+        if vector:
+            mod.LEAF_INLINE = "never"      # read by the source's decorators: LLVM inlines the small helpers
+        exec(compile(source, _physics.__file__, "exec"), mod.__dict__)
         # globals are read when a function is first compiled, i.e. after this
         if single:
-            ns["F"] = np.float32
-            ns["SINGLE"] = True
+            mod.F = np.float32
+            mod.SINGLE = True
+        if vector:
+            mod.VECTOR = True
         for (field, name), value in zip(OPTION_GLOBALS, key[0]):
-            ns[name] = int(value)
-        _BUILT[key] = SimpleNamespace(**ns)
+            setattr(mod, name, int(value))
+        sys.modules[mod.__name__] = mod
+        _BUILT[key] = mod
     return _BUILT[key]
+
+
+def module_name(variant: Variant, single: bool = False, vector: bool = False) -> str:
+    """The stable module name of a variant's physics (one code per option: 0 any, 1 off, 2 on or shape + 1)."""
+    return "%s.physics_%s%s%s" % (__name__, "".join("%d" % (int(x) + 1) for x in variant),
+                                  "_single" if single else "", "_vector" if vector else "")

@@ -200,7 +200,7 @@ def _fast_group(sim, rest: Dict, changes_list: List[Dict]) -> List[Optional[obje
             phis=list(pd[0]), Fhkl=T.Fhkl, hkl_bounds=T.hkl_bounds, hkls=T.hkls, mask=T.mask,
             params=T.params._make(values), crand=crand,
             notes=list(notes[pd[3]] if pd[3] in notes else _notes(T, pd[3], notes)), interpolate=T.interpolate,
-            hkl_device=T.hkl_device, fdump=None, bg_table=T.bg_table)
+            hkl_device=T.hkl_device, fdump=None, bg_table=T.bg_table, panels=T.panels)
     return results
 
 

@@ -315,7 +315,8 @@ def prepare(cfg: Config, log: Callable[[str], None] = print, crand=None, hkl_cac
         kernels.append(("noise", "noise_image"))
     if cfg.misset_random:
         kernels.append(("crand", "mosaic_rotation_umat"))
-        _cache.announce_compile(entry_points=kernels)   # the random orientation is drawn by a kernel
+        # the random orientation is drawn by a kernel (the render kernel is checked once its variant is known)
+        _cache.announce_compile(entry_points=[k for k in kernels if k[0] != "cpu"])
     xtal, oversample = X.build_crystal(cfg_eff, crand, cfg.lambda0, det.distance, det.pixel_size, log)
     if cfg.spectrumfile is not None:
         log("reading %s" % cfg.spectrumfile)
@@ -356,21 +357,8 @@ def prepare(cfg: Config, log: Callable[[str], None] = print, crand=None, hkl_cac
                       "the weight column of %s is not used: every source counts equally, as in C%s"
                       % (cfg.sourcefile, "" if cfg.c_quirks else " (-source_weights uses it)")))
 
-    _cache.announce_compile(entry_points=kernels)   # the first kernel may run here: say so when it has to compile
-    umats = crand.mosaic_umats(sampling.mosaic_spread, sampling.mosaic_domains, cfg.mosaic_seed)
-    log("  created a total of %d mosaic domains" % sampling.mosaic_domains)
-
     nsources = sources.shape[0]
-    steps = nsources * sampling.mosaic_domains * sampling.phisteps * oversample * oversample
-    rot = X.rotation_table(xtal, det.spindle, phis, sampling.mosaic_spread, umats)
-    phi_map, phi_map_first = X.phi_maps(phis, cfg.c_quirks)
-    if not cfg.c_quirks and len(phis) > 1 and any(p == 0.0 for p in phis) and any(p != 0.0 for p in phis):
-        notes.append(("phi0_carryover", QUIRK_NOTES["phi0_carryover"]))
-
-    _print_summary(cfg, det, xtal, sampling, table, fluence, oversample, divsteps, nsources, log)
-
     I_bg = water_photons(cfg, fluence)
-    _collect_notes(cfg, sampling, oversample, nsources, notes)
 
     if table is not None and table.hkls != 0:
         Fhkl = np.ascontiguousarray(table.F, dtype=np.float64)
@@ -411,9 +399,25 @@ def prepare(cfg: Config, log: Callable[[str], None] = print, crand=None, hkl_cac
         h_range=h_max - h_min + 1, k_range=k_max - k_min + 1, l_range=l_max - l_min + 1,
         I_bg=I_bg, water=cfg.water_size,
         quirks=cfg.c_quirks, first_phi_pixel=-1, interp_cut_pixel=INT_BIG, interp_cut_eval=INT_BIG,
-        trace_pixel=-1, npanels=len(det.panels) or 1,
+        c_math=0, trace_pixel=-1, npanels=len(det.panels) or 1,
         panel_rows=det.panels[0].spixels if det.panels else det.spixels)
     panel_rows = P.panel_table(det, oversample, sampling, panel_list, flags_mu=cfg.detector_mu)
+    from .kernels.cpu import cpu_variant, kernel_name
+    kernels[0] = ("cpu", kernel_name(cpu_variant(params)))   # the compile-time variant this run renders with
+    _cache.announce_compile(entry_points=kernels)   # the first kernel may run here: say so when it has to compile
+    umats = crand.mosaic_umats(sampling.mosaic_spread, sampling.mosaic_domains, cfg.mosaic_seed)
+    log("  created a total of %d mosaic domains" % sampling.mosaic_domains)
+
+    steps = nsources * sampling.mosaic_domains * sampling.phisteps * oversample * oversample
+    rot = X.rotation_table(xtal, det.spindle, phis, sampling.mosaic_spread, umats)
+    phi_map, phi_map_first = X.phi_maps(phis, cfg.c_quirks)
+    if not cfg.c_quirks and len(phis) > 1 and any(p == 0.0 for p in phis) and any(p != 0.0 for p in phis):
+        notes.append(("phi0_carryover", QUIRK_NOTES["phi0_carryover"]))
+
+    _print_summary(cfg, det, xtal, sampling, table, fluence, oversample, divsteps, nsources, log)
+
+    _collect_notes(cfg, sampling, oversample, nsources, notes)
+
     prep = Prepared(cfg=cfg, det=det, crystal=xtal, sampling=sampling, oversample=oversample,
                     fluence=fluence, steps=steps, I_bg=I_bg, sources=sources, rot=rot, phi_map=phi_map,
                     phi_map_first=phi_map_first, phis=phis, Fhkl=Fhkl, hkl_bounds=bounds, hkls=hkls,
@@ -674,13 +678,14 @@ class Image:
     device_image: object = field(default=None, repr=False)   # float32 [npix] on the GPU (render_many, cupy)
 
 
-def normalise(prep: Prepared, raw, xp=np):
+def normalise(prep: Prepared, raw, xp=np, dtype=None):
     """The single scale of the image: ``r_e^2 fluence I / steps`` times the factors.
 
     ``raw`` holds the kernel's rows (I, capture, polar, omega, background
     factor); ``xp`` is numpy or cupy, so the GPU path scales on the device.
     The products are taken in C's order so that float64 results carry C's
-    bits; the result is rounded to float32 like C's ``floatimage``.
+    bits; the result is rounded to float32 like C's ``floatimage`` (``dtype``:
+    another type, e.g. float64 for comparisons below float32's resolution).
     """
     test = R_E_SQR * prep.fluence * raw[0] / prep.steps
     test = test * raw[1]
@@ -688,7 +693,7 @@ def normalise(prep: Prepared, raw, xp=np):
     test = test * raw[3]
     if prep.I_bg != 0.0 and not prep.cfg.c_quirks:
         test = test + prep.I_bg * raw[4]
-    return test.astype(xp.float32)
+    return test.astype(xp.float32 if dtype is None else dtype)
 
 
 def render(prep: Prepared, device: Optional[str] = None, progress: Optional[Callable[[int], None]] = None,

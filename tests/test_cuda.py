@@ -196,13 +196,14 @@ store32 = P32.store_result
 
 
 @njit(cache=False)
-def _render_single_on_cpu(p, sources, rot, phi_map, phi_map_first, Fhkl, mask, out, oob):
+def _render_single_on_cpu(p, sources, rot, phi_map, phi_map_first, Fhkl, mask, panels, out, oob):
     trace = np.zeros((1, 46), dtype=np.float32)
     for idx in range(p.fpixels * p.spixels):
         s = idx // p.fpixels
         f = idx - s * p.fpixels
         if is_rendered32(p, mask, s, f):
-            store32(out, oob, idx, render_pixel32(p, s, f, sources, rot, phi_map, phi_map_first, Fhkl, trace))
+            store32(out, oob, idx, render_pixel32(p, s, f, sources, rot, phi_map, phi_map_first, Fhkl, trace,
+                                                  panels, trace, trace[0]))
 
 
 def render_single_on_cpu(prep):
@@ -213,7 +214,7 @@ def render_single_on_cpu(prep):
     oob = np.full(out.shape[1], -1, dtype=np.int64)
     f32 = lambda a: np.ascontiguousarray(a, dtype=np.float32)  # noqa: E731
     _render_single_on_cpu(p32, f32(prep.sources), f32(prep.rot), prep.phi_map, prep.phi_map_first,
-                          f32(prep.Fhkl), prep.mask, out, oob)
+                          f32(prep.Fhkl), prep.mask, f32(prep.panels), out, oob)
     return normalise(prep, out).reshape(prep.det.shape)
 
 
