@@ -200,7 +200,7 @@ def _fast_group(sim, rest: Dict, changes_list: List[Dict]) -> List[Optional[obje
             phis=list(pd[0]), Fhkl=T.Fhkl, hkl_bounds=T.hkl_bounds, hkls=T.hkls, mask=T.mask,
             params=T.params._make(values), crand=crand,
             notes=list(notes[pd[3]] if pd[3] in notes else _notes(T, pd[3], notes)), interpolate=T.interpolate,
-            hkl_device=T.hkl_device, fdump=None, bg_table=T.bg_table)
+            hkl_device=T.hkl_device, fdump=None, bg_table=T.bg_table, panels=T.panels)
     return results
 
 
@@ -209,7 +209,8 @@ TEMPLATES_MAX = 8
 #: mosaic draws (per distinct seeds) a template keeps
 DRAWS_MAX = 256
 #: the files a set-up reads (Config fields)
-_INPUT_FIELDS = ("hklfile", "matfile", "maskfile", "imgfile", "sourcefile", "stolfile", "background_stol")
+_INPUT_FIELDS = ("hklfile", "matfile", "maskfile", "imgfile", "sourcefile", "stolfile", "background_stol",
+                 "spectrumfile", "detector_json", "expt")
 
 
 def _template_key(base: Config, rest: Dict, cfg: Config) -> Optional[tuple]:
