@@ -984,29 +984,18 @@ def main(argv=None) -> int:
     if any(w in HELP_WORDS for w in argv):
         sys.stdout.write(help_text())
         return 0
-    from .io.atomic import Terminated, sigterm_as_exception
-    try:
-        with sigterm_as_exception():
-            if not argv:
-                sys.stdout.write(help_text())
-            cfg = parse_args(argv)
-            for text in cfg.parse_notes:
-                print("note: %s" % text)
-            return run(cfg)
-    except NanoBraggError as exc:
-        sys.stdout.flush()
-        print("%s: error: %s" % (PROG, exc), file=sys.stderr)
-        return 2
-    except MemoryError:
-        sys.stdout.flush()
-        print("%s: error: out of memory (make the detector or -oversample smaller)" % PROG, file=sys.stderr)
-        return 2
-    except Terminated:
-        print("%s: terminated" % PROG, file=sys.stderr)
-        return 143
-    except KeyboardInterrupt:
-        print("%s: interrupted" % PROG, file=sys.stderr)
-        return 130
+
+    def render():
+        if not argv:
+            sys.stdout.write(help_text())
+        cfg = parse_args(argv)
+        for text in cfg.parse_notes:
+            print("note: %s" % text)
+        return run(cfg)
+
+    from .entry import guarded
+    return guarded(PROG, render, oom_hint="make the detector or -oversample smaller", sigterm=True,
+                   broken_pipe=False)
 
 
 def console_main():
