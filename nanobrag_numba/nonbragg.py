@@ -493,16 +493,8 @@ class Setup:
 
 def detector_size(cfg: NonBraggConfig):
     """nonBragg.c's pixel counts: ``ceil(detsize / pixel)`` after -detpixels set the size."""
-    detsize_f, detsize_s = cfg.detsize_f, cfg.detsize_s
-    if cfg.fpixels:
-        detsize_f = cfg.pixel_size * cfg.fpixels
-    if cfg.spixels:
-        detsize_s = cfg.pixel_size * cfg.spixels
-    fpixels = int(math.ceil(detsize_f / cfg.pixel_size))
-    spixels = int(math.ceil(detsize_s / cfg.pixel_size))
-    if fpixels <= 0 or spixels <= 0:
-        raise NanoBraggError("the detector has no pixels (%d x %d): check -detpixels, -detsize and -pixel"
-                             % (fpixels, spixels))
+    from .geometry import detector_size as _fill_in_blanks
+    fpixels, spixels, detsize_f, detsize_s = _fill_in_blanks(cfg, half=0.0)
     if fpixels * spixels > 2 ** 31 - 1:
         raise NanoBraggError("the detector is too large (%d x %d pixels)" % (fpixels, spixels))
     return fpixels, spixels, detsize_f, detsize_s
@@ -574,6 +566,7 @@ def _sampling(cfg: NonBraggConfig, log, notes):
 def prepare(cfg: NonBraggConfig, log=print, table=None) -> Setup:
     """Set up one run as nonBragg.c does (printing its lines through ``log``)."""
     from .amorphous import molecule_count, read_stol
+    from .simulator import log_polar_and_pixel
     from .sources import build_sources
     notes = []
     if not cfg.c_quirks:
@@ -615,14 +608,7 @@ def prepare(cfg: NonBraggConfig, log=print, table=None) -> Setup:
     steps = sources.shape[0] * oversample * oversample
     log("  %d initialized F points (will cubic-spline interpolate between them)" % table.nstols)
     log("  wave=%g meters +/- %g%% in %d steps" % (cfg.lambda0, sampling.dispersion * 100, sampling.dispsteps))
-    if cfg.nopolar:
-        log("  polarization effect disabled")
-    else:
-        log("  Kahn polarization factor: %f" % cfg.polarization)
-    if cfg.curved_detector:
-        log("  curved detector: all pixels same distance from origin")
-    if cfg.point_pixel:
-        log("  pixel obliquity effect disabled")
+    log_polar_and_pixel(cfg, log)
     if cfg.Fmap:
         log("  Fmap mode: plotting structure factor at every pixel")
     log("  incident fluence: %g photons/m^2" % fluence)
