@@ -566,26 +566,15 @@ def _sampling(cfg: NonBraggConfig, log, notes):
 def prepare(cfg: NonBraggConfig, log=print, table=None) -> Setup:
     """Set up one run as nonBragg.c does (printing its lines through ``log``)."""
     from .amorphous import molecule_count, read_stol
-    from .simulator import log_polar_and_pixel
+    from .simulator import beam_fluence, clip_sample_to_beam, log_polar_and_pixel
     from .sources import build_sources
     notes = []
     if not cfg.c_quirks:
         for q in cfg.quirk_hits:
             notes.append((q, QUIRK_NOTES[q]))
-    fluence = cfg.fluence
-    beamsize = cfg.beamsize
-    if cfg.flux != 0.0 and cfg.exposure > 0.0 and beamsize >= 0:
-        if beamsize == 0.0:
-            raise NanoBraggError("-beamsize 0 with -flux gives an infinite fluence")
-        fluence = cfg.flux * cfg.exposure / beamsize / beamsize
-    sx, sy, sz = cfg.sample_x, cfg.sample_y, cfg.sample_z
-    if beamsize >= 0:
-        if beamsize < sy:
-            log("WARNING: clipping sample (%g m high) with beam (%g m)" % (sy, beamsize))
-            sy = beamsize
-        if beamsize < sz:
-            log("WARNING: clipping sample (%g m wide) with beam (%g m)" % (sz, beamsize))
-            sz = beamsize
+    fluence = beam_fluence(cfg)
+    sx = cfg.sample_x
+    sy, sz = clip_sample_to_beam(cfg.beamsize, cfg.sample_y, cfg.sample_z, log)
     if cfg.molecules != 0 and sx * sy * sz == 0.0:
         raise NanoBraggError("-molecules needs a sample of non-zero volume")
     molecules = molecule_count(sx, sy, sz, cfg.density, cfg.molecular_weight, cfg.molecules)

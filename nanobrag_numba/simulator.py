@@ -246,15 +246,8 @@ def prepare(cfg: Config, log: Callable[[str], None] = print, crand=None, hkl_cac
             log("reading %s" % path)
 
     # fluence from flux; the beam clips the sample
-    fluence, beamsize = beam_fluence(cfg), cfg.beamsize
-    sample_y, sample_z = cfg.sample_y, cfg.sample_z
-    if beamsize >= 0:
-        if beamsize < sample_y:
-            log("WARNING: clipping sample (%g m high) with beam (%g m)" % (sample_y, beamsize))
-            sample_y = beamsize
-        if beamsize < sample_z:
-            log("WARNING: clipping sample (%g m wide) with beam (%g m)" % (sample_z, beamsize))
-            sample_z = beamsize
+    fluence = beam_fluence(cfg)
+    sample_y, sample_z = clip_sample_to_beam(cfg.beamsize, cfg.sample_y, cfg.sample_z, log)
     cfg_eff = cfg.replace(sample_y=sample_y, sample_z=sample_z)
 
     dump_exists = cfg.hklfile is None and os.path.exists(cfg.dumpfile)
@@ -401,6 +394,18 @@ def beam_fluence(cfg: Config) -> float:
             raise NanoBraggError("-beamsize 0 with -flux gives an infinite fluence")
         fluence = flux * exposure / beamsize / beamsize
     return fluence
+
+
+def clip_sample_to_beam(beamsize, sample_y, sample_z, log):
+    """C's clipping of the sample's height and width to a smaller beam (``-beamsize`` >= 0), with its warnings."""
+    if beamsize >= 0:
+        if beamsize < sample_y:
+            log("WARNING: clipping sample (%g m high) with beam (%g m)" % (sample_y, beamsize))
+            sample_y = beamsize
+        if beamsize < sample_z:
+            log("WARNING: clipping sample (%g m wide) with beam (%g m)" % (sample_z, beamsize))
+            sample_z = beamsize
+    return sample_y, sample_z
 
 
 def water_photons(cfg: Config, fluence: float) -> float:
