@@ -174,6 +174,17 @@ def clear(out, idx):
         out[r, idx] = 0.0
 
 
+@njit(inline="always")
+def render_pixel(p, spixel, fpixel, idx, sources, weights, stol_of, F_of, nearest, out):
+    """Pixel ``idx`` into ``out`` (0 outside the ROI); returns the table row the next pixel starts from."""
+    if not in_roi(p, spixel, fpixel):
+        clear(out, idx)
+        return nearest
+    res = background_pixel(p, spixel, fpixel, sources, weights, stol_of, F_of, nearest)
+    store(out, idx, res)
+    return res[3]
+
+
 @njit(parallel=True, cache=True)
 def background_cpu(p, sources, weights, stol_of, F_of, out, row0, row1):
     """Every pixel on all CPU cores (the table must increase strictly).
@@ -189,12 +200,7 @@ def background_cpu(p, sources, weights, stol_of, F_of, out, row0, row1):
         nearest = -1
         for fpixel in range(p.fpixels):
             idx = spixel * p.fpixels + fpixel
-            if not in_roi(p, spixel, fpixel):
-                clear(out, idx)
-                continue
-            res = background_pixel(p, spixel, fpixel, sources, weights, stol_of, F_of, nearest)
-            nearest = res[3]
-            store(out, idx, res)
+            nearest = render_pixel(p, spixel, fpixel, idx, sources, weights, stol_of, F_of, nearest, out)
 
 
 @njit(cache=True)
@@ -210,12 +216,7 @@ def background_serial(p, sources, weights, stol_of, F_of, out):
     for idx in range(npix):
         spixel = idx // p.fpixels
         fpixel = idx - spixel * p.fpixels
-        if not in_roi(p, spixel, fpixel):
-            clear(out, idx)
-            continue
-        res = background_pixel(p, spixel, fpixel, sources, weights, stol_of, F_of, nearest)
-        nearest = res[3]
-        store(out, idx, res)
+        nearest = render_pixel(p, spixel, fpixel, idx, sources, weights, stol_of, F_of, nearest, out)
 
 
 @njit(cache=True)

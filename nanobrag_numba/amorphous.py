@@ -147,20 +147,10 @@ def molecule_count(sample_x, sample_y, sample_z, density, MW, molecules=0.0):
 def bg_params(det, oversample, point_pixel, curved, nopolar, kahn, nsources, nstols):
     """Kernel parameters for a :class:`~nanobrag_numba.geometry.Detector`."""
     from .kernels.background import make_bgparams
-    from .simulator import _polar_axis_after_unitize
+    from .simulator import _polar_axis_after_unitize, detector_kernel_params
     polar = _polar_axis_after_unitize(det.polar)
-    ps = det.pixel_size
     return make_bgparams(
-        fpixels=det.fpixels, spixels=det.spixels, oversample=oversample, pixel_size=ps,
-        subpixel_size=ps / oversample,
-        pix0_x=det.pix0[0], pix0_y=det.pix0[1], pix0_z=det.pix0[2],
-        fdet_x=det.fdet[0], fdet_y=det.fdet[1], fdet_z=det.fdet[2],
-        sdet_x=det.sdet[0], sdet_y=det.sdet[1], sdet_z=det.sdet[2],
-        odet_x=det.odet[0], odet_y=det.odet[1], odet_z=det.odet[2],
-        beam_x=det.beam[0], beam_y=det.beam[1], beam_z=det.beam[2],
-        distance=det.distance, close_distance=det.close_distance, curved=bool(curved),
-        point_pixel=bool(point_pixel),
-        roi_xmin=det.roi[0], roi_xmax=det.roi[1], roi_ymin=det.roi[2], roi_ymax=det.roi[3],
+        **detector_kernel_params(det, oversample, bool(curved), bool(point_pixel)),
         nsources=nsources, nstols=nstols, kahn=kahn, nopolar=bool(nopolar),
         polar_x=polar[0], polar_y=polar[1], polar_z=polar[2])
 

@@ -1623,24 +1623,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     terminated (SIGTERM).  Interrupted or terminated, the batch removes its
     temporary files; a rerun finishes it.
     """
-    from .io.atomic import Terminated, sigterm_as_exception
+    from .entry import guarded
     argv = list(sys.argv[1:] if argv is None else argv)
-    try:
-        with sigterm_as_exception():
-            return run(argv)
-    except Terminated:
-        sys.stdout.flush()
-        print("%s: terminated (rerun the same command to finish the batch)" % PROG, file=sys.stderr)
-        return 143
-    except NanoBraggError as exc:
-        sys.stdout.flush()
-        print("%s: error: %s" % (PROG, exc), file=sys.stderr)
-        return 2
-    except SystemExit as exc:           # --help
-        return exc.code if isinstance(exc.code, int) else 0
-    except MemoryError:
-        print("%s: error: out of memory (fewer jobs, or a smaller detector)" % PROG, file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("%s: interrupted (rerun the same command to finish the batch)" % PROG, file=sys.stderr)
-        return 130
+    return guarded(PROG, lambda: run(argv), oom_hint="fewer jobs, or a smaller detector", sigterm=True,
+                   broken_pipe=False, stop_hint="rerun the same command to finish the batch", help_exit=True)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import sys
 
+from .entry import guarded, silence_broken_stdout
 from .errors import NanoBraggError
 from .flags import ALIASES, FLAGS, HELP_WORDS, NOOP, PROG, help_text, parse_args  # noqa: F401 (re-exported)
 from .flags import _version
@@ -75,7 +76,8 @@ def main(argv=None):
     if "--version" in argv:
         print("%s %s" % (PROG, _version()))
         return 0
-    try:
+
+    def render():
         if not argv:
             sys.stdout.write(help_text())
             raise NanoBraggError("no flags given: at least -hkl FILE (or -default_F) and -cell or -mat are needed")
@@ -84,25 +86,8 @@ def main(argv=None):
             print("note: %s" % text)
         from .simulator import run_command_line
         return run_command_line(cfg)
-    except NanoBraggError as exc:
-        sys.stdout.flush()
-        print("%s: error: %s" % (PROG, exc), file=sys.stderr)
-        return 2
-    except MemoryError:
-        sys.stdout.flush()
-        print("%s: error: out of memory (make the detector, -oversample or the HKL table smaller)" % PROG,
-              file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("%s: interrupted" % PROG, file=sys.stderr)
-        return 130
-    except BrokenPipeError:
-        # stdout went to a pipe whose reader left (e.g. `| head`): no traceback, and no second
-        # error when Python flushes stdout at exit
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        print("%s: error: standard output was closed before the run finished (broken pipe)" % PROG,
-              file=sys.stderr)
-        return 2
+
+    return guarded(PROG, render, oom_hint="make the detector, -oversample or the HKL table smaller")
 
 
 #: the sub-commands that keep Python's normal interpreter shutdown
@@ -123,9 +108,7 @@ def _exit_now(status):
     try:
         sys.stdout.flush()
     except BrokenPipeError:
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        print("%s: error: standard output was closed before the run finished (broken pipe)" % PROG,
-              file=sys.stderr)
+        silence_broken_stdout(PROG)
         status = 2
     except (OSError, ValueError):
         status = status or 2

@@ -83,15 +83,19 @@ class Detector:
         return (self.spixels, self.fpixels)
 
 
-def detector_size(cfg: Config):
-    """C's "fill in blanks": pixel counts and sizes from -detpixels/-detsize/-pixel."""
+def detector_size(cfg: Config, half: float = 0.5):
+    """C's "fill in blanks": pixel counts and sizes from -detpixels/-detsize/-pixel.
+
+    nanoBragg.c rounds the pixel counts (``ceil(detsize / pixel - 0.5)``); nonBragg.c
+    takes ``ceil(detsize / pixel)`` (``half=0``).
+    """
     detsize_f, detsize_s = cfg.detsize_f, cfg.detsize_s
     if cfg.fpixels:
         detsize_f = cfg.pixel_size * cfg.fpixels
     if cfg.spixels:
         detsize_s = cfg.pixel_size * cfg.spixels
-    fpixels = int(math.ceil(detsize_f / cfg.pixel_size - 0.5))
-    spixels = int(math.ceil(detsize_s / cfg.pixel_size - 0.5))
+    fpixels = int(math.ceil(detsize_f / cfg.pixel_size - half))
+    spixels = int(math.ceil(detsize_s / cfg.pixel_size - half))
     if fpixels <= 0 or spixels <= 0:
         raise NanoBraggError("the detector has no pixels (%d x %d): check -detpixels, -detsize and -pixel"
                              % (fpixels, spixels))

@@ -178,22 +178,14 @@ def apply_psf(photons, psf: str, fwhm_pixels: float, radius: int = 0, c_quirks: 
     ypixels, xpixels = img.shape
     flat = img.ravel()
     maxwidth = max(xpixels, ypixels)
+    max_i = None
     if radius <= 0:
         max_i = float(np.max(flat)) if flat.size else 0.0
         if not math.isfinite(max_i):
             max_i = float(np.nanmax(flat))
-        log.append("  maximum input photon/pixel: %g" % max_i)
-        if max_i <= 0.0:
-            log.append("WARNING: no photons, PSF skipped")
-            return np.zeros_like(img)
-        table_r = int(kn.auto_radius(kind, max_i, float(fwhm_pixels), False))
-        log.append("  auto-selected psf_radius = %d pixels" % table_r)
-        if table_r == 0:
-            table_r = 1
-    else:
-        table_r = radius
-    table_r = min(table_r, maxwidth)
-    table = kn.psf_kernel_table(kind, float(fwhm_pixels), table_r)
+    table = _psf_table(kind, fwhm_pixels, radius, maxwidth, max_i, log)
+    if table is None:
+        return np.zeros_like(img)
     radii, total_lost = kn.psf_radii(flat, kind, float(fwhm_pixels), radius, maxwidth)
     if c_quirks:
         out, _wrapped = kn.psf_scatter(flat, xpixels, ypixels, table, radii, True)
@@ -217,6 +209,25 @@ def apply_psf(photons, psf: str, fwhm_pixels: float, radius: int = 0, c_quirks: 
     kn.add_uniform(out, total_lost / (xpixels * ypixels))
     log.append("adding back %g lost photons" % total_lost)
     return out.reshape(img.shape)
+
+
+def _psf_table(kind, fwhm_pixels, radius, maxwidth, max_i, log):
+    """noisify.c's PSF kernel table: ``radius`` pixels, or (``radius`` 0) chosen from the
+    brightest pixel ``max_i``, printing C's lines; None when there are no photons (no PSF)."""
+    from .kernels import noisify as kn
+    if radius <= 0:
+        log.append("  maximum input photon/pixel: %g" % max_i)
+        if max_i <= 0.0:
+            log.append("WARNING: no photons, PSF skipped")
+            return None
+        table_r = int(kn.auto_radius(kind, max_i, float(fwhm_pixels), False))
+        log.append("  auto-selected psf_radius = %d pixels" % table_r)
+        if table_r == 0:
+            table_r = 1
+    else:
+        table_r = radius
+    table_r = min(table_r, maxwidth)
+    return kn.psf_kernel_table(kind, float(fwhm_pixels), table_r)
 
 
 def _edge_wrap_touched(img, radii, table) -> bool:
@@ -578,21 +589,13 @@ def _counter_psf(ops, image, xpixels, ypixels, psf, fwhm_pixels, radius, c_quirk
     kind = _PSF_KINDS[psf]
     maxwidth = max(xpixels, ypixels)
     n = xpixels * ypixels
+    max_i = None
     if radius <= 0:
         _s, maxima = ops.row_stats(image, xpixels, ypixels)
         max_i = float(np.max(maxima))
-        log.append("  maximum input photon/pixel: %g" % max_i)
-        if max_i <= 0.0:
-            log.append("WARNING: no photons, PSF skipped")
-            return ops.asarray(np.zeros(n, dtype=np.float32))
-        table_r = int(kn.auto_radius(kind, max_i, float(fwhm_pixels), False))
-        log.append("  auto-selected psf_radius = %d pixels" % table_r)
-        if table_r == 0:
-            table_r = 1
-    else:
-        table_r = radius
-    table_r = min(table_r, maxwidth)
-    table = kn.psf_kernel_table(kind, float(fwhm_pixels), table_r)
+    table = _psf_table(kind, fwhm_pixels, radius, maxwidth, max_i, log)
+    if table is None:
+        return ops.asarray(np.zeros(n, dtype=np.float32))
     radii = ops.empty(n, np.int32)
     lost = ops.empty(n, np.float64)
     ops.psf_setup(image, radii, lost, kind, float(fwhm_pixels), int(radius), maxwidth)

@@ -22,7 +22,6 @@ docs/differences.md.  This module imports no Numba code until a run starts.
 from __future__ import annotations
 
 import math
-import os
 import sys
 from dataclasses import dataclass, field
 from typing import List, Optional
@@ -449,28 +448,15 @@ def main(argv=None, prog=PROG) -> int:
     if any(w in HELP_WORDS for w in argv):
         sys.stdout.write(help_text())
         return 0
-    try:
+
+    def noisify():
         if not argv:
             sys.stdout.write(help_text())
             raise NanoBraggError("no flags given: at least -floatfile FILE is needed")
-        s = parse(argv)
-        return run(s)
-    except NanoBraggError as exc:
-        sys.stdout.flush()
-        print("%s: error: %s" % (prog, exc), file=sys.stderr)
-        return 2
-    except MemoryError:
-        sys.stdout.flush()
-        print("%s: error: out of memory (the image or the PSF radius is too large)" % prog, file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("%s: interrupted" % prog, file=sys.stderr)
-        return 130
-    except BrokenPipeError:
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        print("%s: error: standard output was closed before the run finished (broken pipe)" % prog,
-              file=sys.stderr)
-        return 2
+        return run(parse(argv))
+
+    from .entry import guarded
+    return guarded(prog, noisify, oom_hint="the image or the PSF radius is too large")
 
 
 def console_main():

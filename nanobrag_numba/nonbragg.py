@@ -25,6 +25,7 @@ uninitialised values).  Heap bytes C writes after the PGM are never written.
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 import math
 import os
@@ -39,7 +40,8 @@ import numpy as np
 
 from .config import RTD
 from .errors import NanoBraggError
-from .flags import Flag, _apply, _apply_energy, _apply_pivot, _show, scan
+from .flags import TABLE as _NANOBRAGG_TABLE
+from .flags import Flag, _apply, _apply_pivot, _show, scan
 
 PROG = "nanobrag-numba"
 BANNER = "nonBragg amorphous material diffraction simulator - James Holton and Ken Frankel 3-19-16"
@@ -172,10 +174,18 @@ class NonBraggConfig:
 TABLE: List[Flag] = []
 GROUPS = ("sample", "beam", "detector", "output", "accepted by C, no effect", "this port")
 S_, B_, D_, O_, N_, P_ = GROUPS
+_NANOBRAGG_ROWS = {f.name: f for f in _NANOBRAGG_TABLE}
 
 
 def _f(name, group, helptext, **kw):
     TABLE.append(Flag(name, group, helptext, **kw))
+
+
+def _same_as_nanobragg(*names):
+    """Rows nonBragg.c parses exactly as nanoBragg.c does (match rule, words, conversion, meaning,
+    group and help): nanoBragg's row (``flags.TABLE``), here at this point of nonBragg's order."""
+    for name in names:
+        TABLE.append(copy.copy(_NANOBRAGG_ROWS[name]))
 
 
 def _vec(field_name, noop=False):
@@ -258,22 +268,10 @@ for _name, _field, _help, _noop_vec in (("-fdet_vector", "fdet_vector", "fast de
        doc="%s = (X, Y, Z)" % _field)
 _f("-pix0_vector", D_, "vector from the sample to the first pixel (m; -pix0_vector_mm: mm)", nargs=3,
    apply=_apply_pix0, metavar="M", doc="pix0_vector = (X, Y, Z)")
-_f("-distance", D_, "sample to beam spot distance (mm, default 100)", fields=("distance",), conv="/1000.0",
-   sets=(("pivot", "BEAM"),), metavar="MM")
-_f("-close_distance", D_, "sample to detector plane distance (mm)", fields=("close_distance",), conv="/1000.0",
-   sets=(("pivot", "SAMPLE"),), metavar="MM")
+_same_as_nanobragg("-distance", "-close_distance")
 _f("-source_distance", B_, "distance of the sources (mm; only their directions matter)",
    fields=("source_distance",), conv="/1000.0", metavar="MM")
-_f("-twotheta", D_, "detector two-theta swing (degrees)", fields=("detector_twotheta",), conv="/RTD",
-   sets=(("pivot", "SAMPLE"),), metavar="DEG")
-_f("-detector_rotx", D_, "detector rotation about x (degrees)", fields=("detector_rotx",), conv="/RTD",
-   metavar="DEG")
-_f("-detector_roty", D_, "detector rotation about y (degrees)", fields=("detector_roty",), conv="/RTD",
-   metavar="DEG")
-_f("-detector_rotz", D_, "detector rotation about z (degrees)", fields=("detector_rotz",), conv="/RTD",
-   metavar="DEG")
-_f("-detsize", D_, "detector size, both directions (mm)", match="-detsize/8", fields=("detsize_f", "detsize_s"),
-   conv="/1000.0", metavar="MM")
+_same_as_nanobragg("-twotheta", "-detector_rotx", "-detector_roty", "-detector_rotz", "-detsize")
 _f("-detsize_x", D_, "detector size along fast (mm)", fields=("detsize_f",), conv="/1000.0", metavar="MM")
 _f("-detsize_y", D_, "detector size along slow (mm)", fields=("detsize_s",), conv="/1000.0", metavar="MM")
 _f("-detpixels", D_, "detector pixels, both directions", match="-detpixels/10", kind="int",
@@ -284,41 +282,14 @@ _f("-detpixels_y", D_, "detector pixels along slow", aliases="-detpixels_s", mat
    kind="int", fields=("spixels",), metavar="N")
 _f("-curved_det", D_, "spherical detector: every pixel at the same distance", nargs=0, need=0,
    sets=(("curved_detector", True),))
-_f("-pixel", D_, "pixel size (mm, default 0.1)", fields=("pixel_size",), conv="/1000.0", metavar="MM")
-_f("-point_pixel", D_, "solid angle 1/R^2, no obliquity", nargs=0, sets=(("point_pixel", True),))
+_same_as_nanobragg("-pixel", "-point_pixel")
 _f("-Fmap", O_, "store the interpolated F of each pixel instead of photons", nargs=0, sets=(("Fmap", True),))
-_f("-polar", B_, "Kahn polarization factor (default 0)", match="-polar/6", fields=("polarization",),
-   sets=(("nopolar", False),), metavar="K")
-_f("-nopolar", B_, "no polarization correction", nargs=0, sets=(("nopolar", True),))
+_same_as_nanobragg("-polar", "-nopolar")
 _f("-oversample", D_, "sub-pixels per pixel edge (default 1)", kind="int", fields=("oversample",), metavar="N")
-_f("-roi", D_, "render only xmin xmax ymin ymax (pixels, inclusive)", nargs=4, kind="int", fields=("roi",),
-   metavar="N")
-_f("-lambda", B_, "wavelength (A, default 1)", aliases="-wave -wavelength", match="-lambda -wave",
-   fields=("lambda0",), conv="/1.0e10", metavar="A")
-_f("-energy", B_, "photon energy (eV), instead of -lambda", apply=_apply_energy, metavar="EV",
-   doc="lambda0 = (12398.42 / EV) / 1e10")
-_f("-fluence", B_, "integrated incident fluence (photons/m^2)", fields=("fluence",), metavar="PH/M2")
-_f("-flux", B_, "incident flux (photons/s), with -exposure and -beamsize", fields=("flux",), metavar="PH/S")
-_f("-exposure", B_, "exposure time (s)", fields=("exposure",), metavar="S")
+_same_as_nanobragg("-roi", "-lambda", "-energy", "-fluence", "-flux", "-exposure")
 _f("-beamsize", B_, "beam size (mm, default 0.1)", fields=("beamsize",), conv="/1000", metavar="MM")
-_f("-dispersion", B_, "spectral width delta-lambda/lambda (percent)", fields=("dispersion",), conv="/100.0",
-   metavar="PCT")
-_f("-dispsteps", B_, "number of wavelengths", kind="int", fields=("dispsteps",), metavar="N")
-_f("-divergence", B_, "horizontal and vertical divergence range (mrad)", fields=("hdivrange", "vdivrange"),
-   conv="/1000.0", metavar="MRAD")
-_f("-hdivrange", B_, "horizontal divergence range (mrad)", fields=("hdivrange",), conv="/1000.0", metavar="MRAD")
-_f("-vdivrange", B_, "vertical divergence range (mrad)", fields=("vdivrange",), conv="/1000.0", metavar="MRAD")
-_f("-hdivstep", B_, "horizontal divergence step (mrad)", match="-hdivstep/9", fields=("hdivstep",),
-   conv="/1000.0", metavar="MRAD")
-_f("-hdivsteps", B_, "number of horizontal divergence steps", kind="int", fields=("hdivsteps",), metavar="N")
-_f("-vdivstep", B_, "vertical divergence step (mrad)", match="-vdivstep/9", fields=("vdivstep",),
-   conv="/1000.0", metavar="MRAD")
-_f("-vdivsteps", B_, "number of vertical divergence steps", kind="int", fields=("vdivsteps",), metavar="N")
-_f("-divsteps", B_, "number of divergence steps, both directions", kind="int", fields=("hdivsteps", "vdivsteps"),
-   metavar="N")
-_f("-round_div", B_, "clip the divergence grid to an ellipse (default)", nargs=0, sets=(("round_div", True),))
-_f("-square_div", B_, "use the full divergence grid", nargs=0, sets=(("round_div", False),))
-_f("-adc", O_, "offset added to int and noise pixels (default 40)", fields=("adc_offset",))
+_same_as_nanobragg("-dispersion", "-dispsteps", "-divergence", "-hdivrange", "-vdivrange", "-hdivstep",
+                   "-hdivsteps", "-vdivstep", "-vdivsteps", "-divsteps", "-round_div", "-square_div", "-adc")
 _f("-gain", O_, "ADU per photon of the -img image (default 1)", fields=("quantum_gain",))
 _f("-phi", O_, "spindle angle for the header (degrees)", match="-phi/4", fields=("phi0",), conv="/RTD",
    metavar="DEG")
@@ -340,27 +311,22 @@ _f("-Q", S_, "the same with Q = 4 pi sin(theta)/lambda in the first column", mat
    apply=_stol("-Q"), metavar="FILE", doc="stolfile; first column Q")
 _f("-sourcefile", B_, "sources, lines of 'X Y Z weight lambda(m)' (weights multiply the intensity)",
    kind="str", fields=("sourcefile",), metavar="FILE")
-_f("-floatfile", O_, "raw float32 image (floatimage.bin)", aliases="-floatimage", match="-floatfile -floatimage",
-   kind="str", fields=("floatfile",), metavar="FILE")
-_f("-intfile", O_, "SMV image without noise (intimage.img)", aliases="-intimage", match="-intfile -intimage",
-   kind="str", fields=("intfile",), metavar="FILE")
+_same_as_nanobragg("-floatfile", "-intfile")
 _f("-pgmfile", O_, "8-bit PGM image (image.pgm)", aliases="-pgmimage", match="-pgmfile -pgmimage", kind="str",
    fields=("pgmfile",), metavar="FILE")
 _f("-noisefile", O_, "SMV image with Poisson noise (noiseimage.img); turns the noise back on",
    aliases="-noiseimage", match="-noisefile -noiseimage", kind="str", fields=("noisefile",),
    sets=(("calculate_noise", True),), metavar="FILE")
-_f("-nonoise", O_, "do not write the noise image", nargs=0, sets=(("calculate_noise", False),))
+_same_as_nanobragg("-nonoise")
 _f("-nopgm", O_, "do not write the PGM image (C writes it anyway: -c_quirks)", nargs=0, sets=(("nopgm", True),))
 _f("-noreject", N_, "accepted, no effect (as in C)", nargs=0, apply=_noop, doc="nothing (noted)")
-_f("-scale", O_, "scale of the int image (default: 55000/max)", fields=("intfile_scale",))
+_same_as_nanobragg("-scale")
 _f("-pgmscale", O_, "scale of the PGM image (default: 250/(5 rmsd))", fields=("pgm_scale",))
 _f("-coherent", N_, "accepted, no effect (as in C)", nargs=0, apply=_noop, doc="nothing (noted)")
-_f("-printout", O_, "print pixel values", nargs=0, sets=(("printout", True),))
-_f("-noprogress", O_, "no progress meter", nargs=0, sets=(("progress", False),))
-_f("-progress", O_, "progress meter (default)", nargs=0, sets=(("progress", True),))
+_same_as_nanobragg("-printout", "-noprogress", "-progress")
 _f("-printout_pixel", O_, "print only pixel FAST SLOW (implies -printout)", nargs=2,
    apply=_apply_printout_pixel, metavar="N", doc="printout_pixel = (FAST, SLOW); printout = True")
-_f("-seed", O_, "seed of the noise image (default: time)", kind="int", fields=("seed",), metavar="N")
+_same_as_nanobragg("-seed")
 _f("-c_quirks", P_, "reproduce nonBragg.c's defects exactly (see docs/differences.md)", nargs=0, c_flag=False,
    sets=(("c_quirks", True),))
 _f("-strict", P_, "refuse what C would ignore or read by substring", nargs=0, c_flag=False,
@@ -527,16 +493,8 @@ class Setup:
 
 def detector_size(cfg: NonBraggConfig):
     """nonBragg.c's pixel counts: ``ceil(detsize / pixel)`` after -detpixels set the size."""
-    detsize_f, detsize_s = cfg.detsize_f, cfg.detsize_s
-    if cfg.fpixels:
-        detsize_f = cfg.pixel_size * cfg.fpixels
-    if cfg.spixels:
-        detsize_s = cfg.pixel_size * cfg.spixels
-    fpixels = int(math.ceil(detsize_f / cfg.pixel_size))
-    spixels = int(math.ceil(detsize_s / cfg.pixel_size))
-    if fpixels <= 0 or spixels <= 0:
-        raise NanoBraggError("the detector has no pixels (%d x %d): check -detpixels, -detsize and -pixel"
-                             % (fpixels, spixels))
+    from .geometry import detector_size as _fill_in_blanks
+    fpixels, spixels, detsize_f, detsize_s = _fill_in_blanks(cfg, half=0.0)
     if fpixels * spixels > 2 ** 31 - 1:
         raise NanoBraggError("the detector is too large (%d x %d pixels)" % (fpixels, spixels))
     return fpixels, spixels, detsize_f, detsize_s
@@ -608,25 +566,15 @@ def _sampling(cfg: NonBraggConfig, log, notes):
 def prepare(cfg: NonBraggConfig, log=print, table=None) -> Setup:
     """Set up one run as nonBragg.c does (printing its lines through ``log``)."""
     from .amorphous import molecule_count, read_stol
+    from .simulator import beam_fluence, clip_sample_to_beam, log_polar_and_pixel
     from .sources import build_sources
     notes = []
     if not cfg.c_quirks:
         for q in cfg.quirk_hits:
             notes.append((q, QUIRK_NOTES[q]))
-    fluence = cfg.fluence
-    beamsize = cfg.beamsize
-    if cfg.flux != 0.0 and cfg.exposure > 0.0 and beamsize >= 0:
-        if beamsize == 0.0:
-            raise NanoBraggError("-beamsize 0 with -flux gives an infinite fluence")
-        fluence = cfg.flux * cfg.exposure / beamsize / beamsize
-    sx, sy, sz = cfg.sample_x, cfg.sample_y, cfg.sample_z
-    if beamsize >= 0:
-        if beamsize < sy:
-            log("WARNING: clipping sample (%g m high) with beam (%g m)" % (sy, beamsize))
-            sy = beamsize
-        if beamsize < sz:
-            log("WARNING: clipping sample (%g m wide) with beam (%g m)" % (sz, beamsize))
-            sz = beamsize
+    fluence = beam_fluence(cfg)
+    sx = cfg.sample_x
+    sy, sz = clip_sample_to_beam(cfg.beamsize, cfg.sample_y, cfg.sample_z, log)
     if cfg.molecules != 0 and sx * sy * sz == 0.0:
         raise NanoBraggError("-molecules needs a sample of non-zero volume")
     molecules = molecule_count(sx, sy, sz, cfg.density, cfg.molecular_weight, cfg.molecules)
@@ -649,14 +597,7 @@ def prepare(cfg: NonBraggConfig, log=print, table=None) -> Setup:
     steps = sources.shape[0] * oversample * oversample
     log("  %d initialized F points (will cubic-spline interpolate between them)" % table.nstols)
     log("  wave=%g meters +/- %g%% in %d steps" % (cfg.lambda0, sampling.dispersion * 100, sampling.dispsteps))
-    if cfg.nopolar:
-        log("  polarization effect disabled")
-    else:
-        log("  Kahn polarization factor: %f" % cfg.polarization)
-    if cfg.curved_detector:
-        log("  curved detector: all pixels same distance from origin")
-    if cfg.point_pixel:
-        log("  pixel obliquity effect disabled")
+    log_polar_and_pixel(cfg, log)
     if cfg.Fmap:
         log("  Fmap mode: plotting structure factor at every pixel")
     log("  incident fluence: %g photons/m^2" % fluence)
@@ -984,29 +925,18 @@ def main(argv=None) -> int:
     if any(w in HELP_WORDS for w in argv):
         sys.stdout.write(help_text())
         return 0
-    from .io.atomic import Terminated, sigterm_as_exception
-    try:
-        with sigterm_as_exception():
-            if not argv:
-                sys.stdout.write(help_text())
-            cfg = parse_args(argv)
-            for text in cfg.parse_notes:
-                print("note: %s" % text)
-            return run(cfg)
-    except NanoBraggError as exc:
-        sys.stdout.flush()
-        print("%s: error: %s" % (PROG, exc), file=sys.stderr)
-        return 2
-    except MemoryError:
-        sys.stdout.flush()
-        print("%s: error: out of memory (make the detector or -oversample smaller)" % PROG, file=sys.stderr)
-        return 2
-    except Terminated:
-        print("%s: terminated" % PROG, file=sys.stderr)
-        return 143
-    except KeyboardInterrupt:
-        print("%s: interrupted" % PROG, file=sys.stderr)
-        return 130
+
+    def render():
+        if not argv:
+            sys.stdout.write(help_text())
+        cfg = parse_args(argv)
+        for text in cfg.parse_notes:
+            print("note: %s" % text)
+        return run(cfg)
+
+    from .entry import guarded
+    return guarded(PROG, render, oom_hint="make the detector or -oversample smaller", sigterm=True,
+                   broken_pipe=False)
 
 
 def console_main():

@@ -209,7 +209,8 @@ TEMPLATES_MAX = 8
 #: mosaic draws (per distinct seeds) a template keeps
 DRAWS_MAX = 256
 #: the files a set-up reads (Config fields)
-_INPUT_FIELDS = ("hklfile", "matfile", "maskfile", "imgfile", "sourcefile", "stolfile", "background_stol")
+_INPUT_FIELDS = ("hklfile", "matfile", "maskfile", "imgfile", "sourcefile", "stolfile", "background_stol",
+                 "spectrumfile", "detector_json", "expt")
 
 
 def _template_key(base: Config, rest: Dict, cfg: Config) -> Optional[tuple]:

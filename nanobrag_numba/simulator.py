@@ -247,15 +247,8 @@ def prepare(cfg: Config, log: Callable[[str], None] = print, crand=None, hkl_cac
             log("reading %s" % path)
 
     # fluence from flux; the beam clips the sample
-    fluence, beamsize = beam_fluence(cfg), cfg.beamsize
-    sample_y, sample_z = cfg.sample_y, cfg.sample_z
-    if beamsize >= 0:
-        if beamsize < sample_y:
-            log("WARNING: clipping sample (%g m high) with beam (%g m)" % (sample_y, beamsize))
-            sample_y = beamsize
-        if beamsize < sample_z:
-            log("WARNING: clipping sample (%g m wide) with beam (%g m)" % (sample_z, beamsize))
-            sample_z = beamsize
+    fluence = beam_fluence(cfg)
+    sample_y, sample_z = clip_sample_to_beam(cfg.beamsize, cfg.sample_y, cfg.sample_z, log)
     cfg_eff = cfg.replace(sample_y=sample_y, sample_z=sample_z)
 
     from . import panels as P
@@ -369,20 +362,10 @@ def prepare(cfg: Config, log: Callable[[str], None] = print, crand=None, hkl_cac
         bounds = (0, 0, 0, 0, 0, 0)
         hkls = 0
     h_min, h_max, k_min, k_max, l_min, l_max = bounds
-    ps = det.pixel_size
     a_s, b_s, c_s = xtal.a_star, xtal.b_star, xtal.c_star
     polar_axis = _polar_axis_after_unitize(det.polar)
     params = make_kparams(
-        fpixels=det.fpixels, spixels=det.spixels, oversample=oversample, pixel_size=ps,
-        subpixel_size=ps / oversample,
-        pix0_x=det.pix0[0], pix0_y=det.pix0[1], pix0_z=det.pix0[2],
-        fdet_x=det.fdet[0], fdet_y=det.fdet[1], fdet_z=det.fdet[2],
-        sdet_x=det.sdet[0], sdet_y=det.sdet[1], sdet_z=det.sdet[2],
-        odet_x=det.odet[0], odet_y=det.odet[1], odet_z=det.odet[2],
-        beam_x=det.beam[0], beam_y=det.beam[1], beam_z=det.beam[2],
-        distance=det.distance, close_distance=det.close_distance,
-        curved=cfg.curved_detector, point_pixel=cfg.point_pixel,
-        roi_xmin=det.roi[0], roi_xmax=det.roi[1], roi_ymin=det.roi[2], roi_ymax=det.roi[3],
+        **detector_kernel_params(det, oversample, cfg.curved_detector, cfg.point_pixel),
         use_mask=mask is not None,
         thicksteps=sampling.thicksteps, thickstep=sampling.thickstep, detector_thick=sampling.thick,
         detector_mu=sampling.mu,
@@ -440,6 +423,18 @@ def beam_fluence(cfg: Config) -> float:
             raise NanoBraggError("-beamsize 0 with -flux gives an infinite fluence")
         fluence = flux * exposure / beamsize / beamsize
     return fluence
+
+
+def clip_sample_to_beam(beamsize, sample_y, sample_z, log):
+    """C's clipping of the sample's height and width to a smaller beam (``-beamsize`` >= 0), with its warnings."""
+    if beamsize >= 0:
+        if beamsize < sample_y:
+            log("WARNING: clipping sample (%g m high) with beam (%g m)" % (sample_y, beamsize))
+            sample_y = beamsize
+        if beamsize < sample_z:
+            log("WARNING: clipping sample (%g m wide) with beam (%g m)" % (sample_z, beamsize))
+            sample_z = beamsize
+    return sample_y, sample_z
 
 
 def water_photons(cfg: Config, fluence: float) -> float:
@@ -528,6 +523,23 @@ def check_tables(det: Detector, cfg: Config, s: Sampling, nlambdas: Optional[int
                                                   ", ".join("%s %.1f GiB" % (w, _gib(n)) for w, n in big)))
 
 
+def detector_kernel_params(det, oversample, curved, point_pixel):
+    """The pixel-geometry fields of a kernel's parameters (the Bragg kernel's and the background
+    kernel's alike): pixel grid, detector axes, pix0, beam, distances, ROI."""
+    ps = det.pixel_size
+    return dict(
+        fpixels=det.fpixels, spixels=det.spixels, oversample=oversample, pixel_size=ps,
+        subpixel_size=ps / oversample,
+        pix0_x=det.pix0[0], pix0_y=det.pix0[1], pix0_z=det.pix0[2],
+        fdet_x=det.fdet[0], fdet_y=det.fdet[1], fdet_z=det.fdet[2],
+        sdet_x=det.sdet[0], sdet_y=det.sdet[1], sdet_z=det.sdet[2],
+        odet_x=det.odet[0], odet_y=det.odet[1], odet_z=det.odet[2],
+        beam_x=det.beam[0], beam_y=det.beam[1], beam_z=det.beam[2],
+        distance=det.distance, close_distance=det.close_distance,
+        curved=curved, point_pixel=point_pixel,
+        roi_xmin=det.roi[0], roi_xmax=det.roi[1], roi_ymin=det.roi[2], roi_ymax=det.roi[3])
+
+
 def _polar_axis_after_unitize(axis):
     """The E-vector as C leaves it after re-normalising it in every call."""
     from . import vectors as V
@@ -600,6 +612,18 @@ def _collect_notes(cfg, sampling, oversample, nsources, notes):
         notes.append(("noop_flags", "%s is accepted but has no effect on the images (as in C)" % flag))
 
 
+def log_polar_and_pixel(cfg, log):
+    """C's summary lines on polarization, curved detector and pixel obliquity (nanoBragg and nonBragg alike)."""
+    if cfg.nopolar:
+        log("  polarization effect disabled")
+    else:
+        log("  Kahn polarization factor: %f" % cfg.polarization)
+    if cfg.curved_detector:
+        log("  curved detector: all pixels same distance from origin")
+    if cfg.point_pixel:
+        log("  pixel obliquity effect disabled")
+
+
 def _print_summary(cfg, det, xtal, s, table, fluence, oversample, divsteps, nsources, log):
     hkls = table.hkls if table is not None else 0
     log("  %d initialized hkls (all others =%g)" % (hkls, cfg.default_F))
@@ -611,14 +635,7 @@ def _print_summary(cfg, det, xtal, s, table, fluence, oversample, divsteps, nsou
             % (nsources // max(divsteps, 1), cfg.lambda0))
     else:
         log("  wave=%g meters +/- %g%% in %d steps" % (cfg.lambda0, s.dispersion * 100, s.dispsteps))
-    if cfg.nopolar:
-        log("  polarization effect disabled")
-    else:
-        log("  Kahn polarization factor: %f" % cfg.polarization)
-    if cfg.curved_detector:
-        log("  curved detector: all pixels same distance from origin")
-    if cfg.point_pixel:
-        log("  pixel obliquity effect disabled")
+    log_polar_and_pixel(cfg, log)
     log("  incident fluence: %g photons/m^2" % fluence)
     log("  distance=%g detsize=%gx%g  pixel=%g meters (%dx%d pixels)"
         % (det.distance, det.detsize_f, det.detsize_s, det.pixel_size, det.fpixels, det.spixels))

@@ -19,11 +19,16 @@ OUTPUT_FLAGS = ["-floatfile", "floatimage.bin", "-intfile", "intimage.img",
                 "-noisefile", "noiseimage.img", "-pgmfile", "image.pgm"]
 
 
-def golden_dir() -> Path:
-    env = os.environ.get("NANOBRAGG_GOLDEN")
+def data_dir(env_var: str, name: str) -> Path:
+    """A reference data folder: $``env_var``, else ../shared/``name`` beside the checkout."""
+    env = os.environ.get(env_var)
     if env:
         return Path(env)
-    return Path(__file__).resolve().parents[1].parent / "shared" / "golden"
+    return Path(__file__).resolve().parents[1].parent / "shared" / name
+
+
+def golden_dir() -> Path:
+    return data_dir("NANOBRAGG_GOLDEN", "golden")
 
 
 def available() -> bool:
@@ -94,35 +99,3 @@ def header_values_equal(a: str, b: str) -> bool:
     except ValueError:
         return a == b
     return len(fa) == len(fb) and all(abs(x - y) <= 1e-6 * max(1.0, abs(x)) for x, y in zip(fa, fb))
-
-
-# ---------------------------------------------------------------- the noisify / nonBragg suite
-
-def golden_suite_root() -> Path:
-    """The noisify/nonBragg reference data: $NANOBRAGG_GOLDEN_SUITE, else ../shared/golden_suite."""
-    env = os.environ.get("NANOBRAGG_GOLDEN_SUITE")
-    if env:
-        return Path(env)
-    return Path(__file__).resolve().parents[1].parent / "shared" / "golden_suite"
-
-
-def suite_available() -> bool:
-    return (golden_suite_root() / "manifest.json").is_file()
-
-
-def require_suite():
-    if not suite_available():
-        pytest.skip("noisify/nonBragg reference data not found at %s (set NANOBRAGG_GOLDEN_SUITE to the "
-                    "golden_suite/ folder of the shared reference material)" % golden_suite_root())
-    return golden_suite_root()
-
-
-def suite_cases(program=None):
-    """The suite's cases, optionally of one program (noisify or nonBragg); [] when the data is absent."""
-    if not suite_available():
-        return []
-    with open(golden_suite_root() / "manifest.json") as fh:
-        cases = json.load(fh)["cases"]
-    if program is not None:
-        cases = [c for c in cases if c["program"].lower() == program.lower()]
-    return cases

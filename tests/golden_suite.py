@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from golden import data_dir
+
 #: noisify/nonBragg rows of the manifest's glossary that we correct by default (docs/differences.md)
 CORRECTED = {"psf_edge_wrap", "noiseless_int32_clipped", "pgm_negative_wrap", "nopgm_ignored",
              "odet_vector_ignored", "pix0_vector_ignored", "img_stats_count",
@@ -23,10 +25,7 @@ FILES = {"float": "floatimage.bin", "int": "intimage.img", "noise": "noiseimage.
 
 
 def suite_dir() -> Path:
-    env = os.environ.get("NANOBRAGG_GOLDEN_SUITE")
-    if env:
-        return Path(env)
-    return Path(__file__).resolve().parents[1].parent / "shared" / "golden_suite"
+    return data_dir("NANOBRAGG_GOLDEN_SUITE", "golden_suite")
 
 
 def available() -> bool:

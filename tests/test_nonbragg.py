@@ -21,20 +21,21 @@ import numpy as np
 import pytest
 
 import golden
+import golden_suite as gs
 from nanobrag_numba import nonbragg as NB
 from nanobrag_numba.amorphous import background, stol_table
 from nanobrag_numba.errors import NanoBraggError
 
 CORRECTED = {"odet_vector_ignored", "pix0_vector_ignored", "curved_det_needs_arg", "nopgm_ignored",
              "pgm_negative_wrap", "img_stats_count", "stolout_uninitialised_columns", "twotheta_axis_substring"}
-NB_CASES = golden.suite_cases("nonBragg")
+NB_CASES = gs.cases("nonBragg")
 OUT = ["-floatfile", "floatimage.bin", "-intfile", "intimage.img", "-noisefile", "noiseimage.img",
        "-pgmfile", "image.pgm"]
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
 def _check_module():
-    root = golden.require_suite()
+    root = gs.require()
     spec = importlib.util.spec_from_file_location("golden_suite_check", str(root / "check.py"))
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
@@ -43,7 +44,7 @@ def _check_module():
 
 def _run(tmp_path, monkeypatch, args):
     """Run the nonbragg command in-process in tmp_path (with the suite's inputs/); returns the status."""
-    root = golden.golden_suite_root()
+    root = gs.suite_dir()
     if not (tmp_path / "inputs").exists() and (root / "inputs").is_dir():
         os.symlink(root / "inputs", tmp_path / "inputs")
     monkeypatch.chdir(tmp_path)
@@ -53,7 +54,7 @@ def _run(tmp_path, monkeypatch, args):
 def _compare(case, workdir):
     """check.py's comparison of every stored output; returns a list of failures."""
     ck = _check_module()
-    root = golden.golden_suite_root()
+    root = gs.suite_dir()
     bad = []
     for key, rel in case["outputs"].items():
         if key == "stdout":
@@ -91,7 +92,7 @@ def _compare(case, workdir):
 @pytest.mark.golden
 @pytest.mark.parametrize("case", NB_CASES, ids=[c["id"] for c in NB_CASES])
 def test_golden_quirks(case, tmp_path, monkeypatch):
-    golden.require_suite()
+    gs.require()
     assert _run(tmp_path, monkeypatch, OUT + case["args"] + ["-c_quirks"]) == 0
     assert _compare(case, tmp_path) == []
 
@@ -102,14 +103,14 @@ _DEFAULT = [c for c in NB_CASES if not CORRECTED & set(c["c_quirks"])]
 @pytest.mark.golden
 @pytest.mark.parametrize("case", _DEFAULT, ids=[c["id"] for c in _DEFAULT])
 def test_golden_default(case, tmp_path, monkeypatch):
-    golden.require_suite()
+    gs.require()
     assert _run(tmp_path, monkeypatch, OUT + case["args"]) == 0
     assert _compare(case, tmp_path) == []
 
 
 def test_suite_has_the_cases():
-    if not golden.suite_available():
-        pytest.skip("noisify/nonBragg reference data not found at %s" % golden.golden_suite_root())
+    if not gs.available():
+        pytest.skip("noisify/nonBragg reference data not found at %s" % gs.suite_dir())
     assert len(NB_CASES) == 21 and len(_DEFAULT) >= 15
 
 
@@ -130,7 +131,7 @@ def _header(path):
 
 @pytest.fixture
 def suite():
-    golden.require_suite()
+    gs.require()
 
 
 def test_odet_vector_honoured(suite, tmp_path, monkeypatch, capsys):
@@ -197,7 +198,7 @@ def test_pgm_negative_pixels_black(suite, tmp_path, monkeypatch, capsys):
     scale = float((tmp_path / "image.pgm").read_bytes().split(b"\n")[2].split()[-1])
     neg = img * scale <= -1.0
     assert neg.any() and (pgm[neg] == 0).all()
-    ref = golden.parse_pgm(gzip.decompress((golden.golden_suite_root() / case["outputs"]["pgm"]).read_bytes()))
+    ref = golden.parse_pgm(gzip.decompress((gs.suite_dir() / case["outputs"]["pgm"]).read_bytes()))
     assert (ref[neg] != 0).any()          # C's wrapped bytes
 
 
@@ -359,7 +360,7 @@ BAD = {
 
 @pytest.mark.parametrize("name", sorted(BAD))
 def test_bad_input(name, tmp_path, monkeypatch, capsys):
-    golden.require_suite()
+    gs.require()
     args, word = BAD[name]
     assert _run(tmp_path, monkeypatch, ["-noprogress"] + args) == 2
     lines = capsys.readouterr().err.strip().splitlines()
