@@ -250,7 +250,7 @@ def _variant_module(variant):
         for name in ("render_pixel", "render_pixel_inline", "pixel_is_rendered", "clear_result", "store_result",
                      "panel_geometry", "panel_position", "dmin_skips"):
             setattr(mod, name, getattr(phys, name))
-        blk = render_block.py_func
+        blk = getattr(render_block, "py_func", render_block)     # (the plain function under NUMBA_DISABLE_JIT)
         mod.render_block = njit(inline="never")(
             types.FunctionType(blk.__code__, mod.__dict__, blk.__name__, blk.__defaults__, blk.__closure__))
         mod.__file__ = __file__
@@ -271,7 +271,8 @@ def kernel(variant=GENERIC, many=False):
     disp = _KERNELS.get((variant, many))
     if disp is None:
         mod = _variant_module(variant)
-        py = (render_many_cpu if many else render_cpu).py_func
+        py = render_many_cpu if many else render_cpu
+        py = getattr(py, "py_func", py)
         fn = types.FunctionType(py.__code__, mod.__dict__, py.__name__, py.__defaults__, py.__closure__)
         fn.__qualname__ = kernel_name(variant, many)      # the on-disk cache entry of this variant
         fn.__doc__ = py.__doc__
