@@ -373,6 +373,12 @@ def read_expt(path: str, index: int = 0) -> Experiment:
                       spindle=spindle, dials_A=dials_A, phi0=phi0, osc=osc)
 
 
+#: (Experiment field, Config field) of what an experiment list gives as a default, where it gives it
+_EXPT_DEFAULTS = (("lambda0", "lambda0"), ("beam", "beam_vector"), ("polar", "polar_vector"),
+                  ("kahn", "polarization"), ("spindle", "spindle_vector"), ("dials_A", "dials_A"),
+                  ("phi0", "phi0"), ("osc", "osc"))
+
+
 def apply_expt_defaults(cfg, path: str) -> None:
     """Take the beam, goniometer and crystal of a DIALS experiment list as defaults (before any flag).
 
@@ -381,23 +387,10 @@ def apply_expt_defaults(cfg, path: str) -> None:
     exp = read_expt(path)
     cfg.expt = path
     cfg.convention = "CUSTOM"
-    if exp.lambda0 is not None:
-        cfg.lambda0 = exp.lambda0
-    if exp.beam is not None:
-        cfg.beam_vector = exp.beam
-    if exp.polar is not None:
-        cfg.polar_vector = exp.polar
-    if exp.kahn is not None:
-        cfg.polarization = exp.kahn
-    if exp.spindle is not None:
-        cfg.spindle_vector = exp.spindle
-    if exp.dials_A is not None:
-        cfg.dials_A = exp.dials_A
-    if exp.phi0 is not None:
-        cfg.phi0 = exp.phi0
-    if exp.osc is not None:
-        cfg.osc = exp.osc
-
+    for field, setting in _EXPT_DEFAULTS:
+        value = getattr(exp, field)
+        if value is not None:
+            setattr(cfg, setting, value)
 
 def dials_A_vectors(A) -> Tuple[Vec3, Vec3, Vec3]:
     """a*, b*, c* (1/A, nanoBragg's frame) from a DIALS A matrix (row-major 9 numbers, DIALS frame)."""
