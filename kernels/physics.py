@@ -790,7 +790,7 @@ def _render_pixel(p, spixel, fpixel, sources, rot, phi_map, phi_map_first, Fhkl,
                                     if ovs_omega:
                                         term *= omega_pixel
                                     I += term
-                            if tracing and ntrace < trace.shape[0]:
+                            if V_TRACE != OFF and tracing and ntrace < trace.shape[0]:
                                 _trace_row(trace, ntrace, 0,
                                            (F(thick_tic), F(subS), F(subF), F(source),
                                             F(phi_tic), F(mos_tic), px, py, pz, airpath, omega_pixel))
