@@ -32,6 +32,12 @@ from numba import njit, prange
 #: the lower), so small dynamic blocks balance the threads
 CHUNK_PIXELS = 64
 
+#: a run of at most this many inner evaluations (pixels x sub-pixels x layers x sources x phi steps x
+#: mosaic domains) renders on the calling thread: it takes about 3 ms there (about 100 ns per
+#: evaluation), less than starting the thread pool, and its first run compiles no parallel loop
+#: (about 5 s of CPU less); the pixels are the same function either way, so the images are identical
+SERIAL_EVALUATIONS = 1 << 15
+
 from .physics import (ANY, ON, PANEL_COLUMNS, TRACE_FIELDS, clear_result, dmin_skips, panel_geometry, panel_position,
                       pixel_is_rendered, render_pixel, render_pixel_inline, store_result, unitize3)
 from .variants import COMMON, GENERIC, describe, physics as variant_physics, variant_of
@@ -48,12 +54,25 @@ def cpu_variant(p):
     return v if v in CPU_VARIANTS else GENERIC
 
 
-def kernel_name(variant, many=False):
+def evaluations(p):
+    """The number of inner evaluations of a whole image with these ``KParams``."""
+    return (p.fpixels * p.spixels * p.oversample * p.oversample * p.thicksteps * p.nsources * p.phisteps
+            * p.mosaic_domains)
+
+
+def serial_run(p):
+    """Whether a run renders on the calling thread (:data:`SERIAL_EVALUATIONS`)."""
+    return evaluations(p) <= SERIAL_EVALUATIONS
+
+
+def kernel_name(variant, many=False, serial=False):
     """Attribute name of a variant's kernel in this module (``render_cpu`` for the generic one).
 
-    ``many``: the kernel of ``render_many`` (``render_many_cpu``, ``render_many_cpu__<tag>``).
+    ``many``: the kernel of ``render_many`` (``render_many_cpu``, ``render_many_cpu__<tag>``);
+    ``serial``: the one-thread kernel of small runs (``render_serial_cpu``, ``render_serial_cpu__<tag>``:
+    :func:`render_block` compiled as a kernel of its own).
     """
-    base = "render_many_cpu" if many else "render_cpu"
+    base = "render_many_cpu" if many else ("render_serial_cpu" if serial else "render_cpu")
     if variant == GENERIC:
         return base
     return base + "__" + re.sub(r"[^A-Za-z0-9]+", "_", describe(variant))
@@ -67,9 +86,17 @@ def _panel_table(panels):
 
 
 def render(p, sources, rot, phi_map, phi_map_first, Fhkl, mask, panels, out, out_oob, first, last, variant=None):
-    """Run the kernel of ``variant`` (default: :func:`cpu_variant` of ``p``) with dynamic chunks."""
-    k = kernel(cpu_variant(p) if variant is None else variant)
+    """Run the kernel of ``variant`` (default: :func:`cpu_variant` of ``p``) with dynamic chunks, or on
+    this thread for a small run (:func:`serial_run`)."""
+    serial = serial_run(p)
+    k = kernel(cpu_variant(p) if variant is None else variant, serial=serial)
     panels = _panel_table(panels)
+    if serial:          # no thread pool started: the block function itself, over all the pixels
+        trace = np.zeros((1, TRACE_FIELDS))
+        rot_t = np.zeros((9, max(1, p.phisteps * p.mosaic_domains)))
+        rot_t[:, :p.phisteps * p.mosaic_domains] = rot[:p.phisteps, :p.mosaic_domains].reshape(-1, 9).T   # transposed_rotations
+        k(p, sources, rot, phi_map, phi_map_first, Fhkl, mask, panels, out, out_oob, trace, rot_t, first, last, 0)
+        return
     previous = numba.set_parallel_chunksize(1)      # a work item is a block of CHUNK_PIXELS pixels
     try:
         k(p, sources, rot, phi_map, phi_map_first, Fhkl, mask, panels, out, out_oob, first, last)
@@ -259,32 +286,37 @@ def _variant_module(variant):
     return mod
 
 
-def kernel(variant=GENERIC, many=False):
+def kernel(variant=GENERIC, many=False, serial=False):
     """The CPU kernel (a Numba dispatcher) of a compile-time variant, built once per process.
 
     ``many``: the kernel of :func:`render_many` (:func:`render_many_cpu`'s code) instead of
-    :func:`render_cpu`'s.
+    :func:`render_cpu`'s; ``serial``: :func:`render_block` itself as a cached kernel (one thread, small
+    runs: :func:`render`).
     """
-    if variant == GENERIC:
-        return render_many_cpu if many else render_cpu
+    serial = serial and not many
     variant = type(GENERIC)(*variant)
-    disp = _KERNELS.get((variant, many))
+    key = (variant, many, serial)
+    disp = _KERNELS.get(key)
+    if disp is None and variant == GENERIC and not serial:
+        disp = render_many_cpu if many else render_cpu
     if disp is None:
-        mod = _variant_module(variant)
-        py = render_many_cpu if many else render_cpu
-        py = getattr(py, "py_func", py)
+        mod = _variant_module(variant) if variant != GENERIC else sys.modules[__name__]
+        generic = render_many_cpu if many else (render_block if serial else render_cpu)
+        py = getattr(generic, "py_func", generic)
         fn = types.FunctionType(py.__code__, mod.__dict__, py.__name__, py.__defaults__, py.__closure__)
-        fn.__qualname__ = kernel_name(variant, many)      # the on-disk cache entry of this variant
+        fn.__qualname__ = kernel_name(variant, many, key[2])      # the on-disk cache entry of this variant
         fn.__doc__ = py.__doc__
-        disp = _KERNELS[(variant, many)] = njit(parallel=True, cache=True)(fn)
+        disp = _KERNELS[key] = njit(parallel=not serial, cache=True)(fn)
     return disp
 
 
 def __getattr__(name):
-    """``render_cpu__<tag>``, ``render_many_cpu__<tag>``: the kernels of a specialised variant (start-up
-    checks of their cache entries)."""
+    """``render_cpu__<tag>``, ``render_many_cpu__<tag>``, ``render_serial_cpu__<tag>``: the kernels of a
+    specialised variant (start-up checks of their cache entries)."""
+    if name == "render_serial_cpu":
+        return kernel(GENERIC, serial=True)
     for v in CPU_VARIANTS:
-        for many in (False, True):
-            if name == kernel_name(v, many):
-                return kernel(v, many)
+        for many, serial in ((False, False), (True, False), (False, True)):
+            if name == kernel_name(v, many, serial):
+                return kernel(v, many, serial)
     raise AttributeError("module %r has no attribute %r" % (__name__, name))
