@@ -23,6 +23,8 @@ import os
 import sys
 import types
 
+from . import _inline
+
 #: what a first run costs (B4 cold: 22-23 s of CPU on a 2-core machine, bench/results/startup-2core.md)
 COMPILE_SECONDS = 25
 
@@ -95,6 +97,7 @@ def _load_without_refresh(cache, sig, target_context):
         cres = cache._load_overload(sig, target_context)
     if cres is None:
         _memoize_ufunc_loops()      # a compilation follows
+        _inline.apply_cpu()
     return cres
 
 
@@ -232,6 +235,7 @@ def _install_in_memory_fallback():
             if "cannot cache function" not in str(exc) or not _in_kernels(inspect.getfile(self.py_func)):
                 raise
             UNCACHED.append(self.py_func.__qualname__)   # self._cache stays Numba's NullCache
+            _inline.apply_cpu()                          # it will compile
             return
         cache = self._cache
         if (hasattr(cache, "_load_overload") and hasattr(cache, "_guard_against_spurious_io_errors")

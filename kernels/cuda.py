@@ -25,7 +25,7 @@ import types
 import numpy as np
 from numba import cuda
 
-from . import noise_counter as _nc
+from . import _inline, noise_counter as _nc
 from ._cache import SOURCES_HASH
 from .physics import TRACE_FIELDS
 from .variants import GENERIC, physics as variant_physics, variant_of
@@ -92,6 +92,7 @@ def _bind(template, phys, tag):
 
 def _jit(fn):
     """``cuda.jit`` with the on-disk cache, or without it where no cache directory is writable."""
+    _inline.apply_cuda()        # a compilation may follow: without the inliner's copies (kernels/_inline.py)
     try:
         return cuda.jit(cache=True)(fn)
     except RuntimeError as exc:          # numba-cuda: "cannot cache function ...: no locator available"
