@@ -11,9 +11,11 @@ polynomial (``polint``) through the rows nearest-1 .. nearest+2, and
 scalars, tuples and arrays, like ``physics.render_pixel``: the CPU kernels
 here compile it into a ``prange`` loop and ``cuda_background.py`` compiles the
 same function as a CUDA device function.  The detector position of each
-sub-pixel is the main simulator's :func:`physics.subpixel_position` and the
-polarization factor its :func:`physics.polarization_factor`, so both commands
-place pixels with the same code.
+sub-pixel is the main simulator's :func:`physics.subpixel_position`, the
+incident beam, scattering vector and stol of a source its
+:func:`physics.source_scattering` and the polarization factor its
+:func:`physics.polarization_factor`, so both commands place pixels and
+scatter with the same code.
 
 Arguments shared by the kernels
 -------------------------------
@@ -34,7 +36,7 @@ from collections import namedtuple
 import numpy as np
 from numba import njit, prange
 
-from .physics import polarization_factor, polint, subpixel_position, unitize3
+from .physics import polarization_factor, polint, source_scattering, subpixel_position, unitize3
 
 BGPARAMS_FIELDS = (
     "fpixels", "spixels", "oversample", "pixel_size", "subpixel_size",
@@ -121,14 +123,7 @@ def background_pixel(p, spixel, fpixel, sources, weights, stol_of, F_of, nearest
                 omega = 1.0 / airpath / airpath
             omega_sum += omega
             for source in range(p.nsources):
-                ix = -sources[source, 0]
-                iy = -sources[source, 1]
-                iz = -sources[source, 2]
-                lam = sources[source, 3]
-                sx = (dx - ix) / lam
-                sy = (dy - iy) / lam
-                sz = (dz - iz) / lam
-                stol = 0.5 * math.sqrt(sx * sx + sy * sy + sz * sz)
+                ix, iy, iz, _lam, _sx, _sy, _sz, stol = source_scattering(sources, source, dx, dy, dz)
                 if search:
                     nearest = table_row(stol_of, p.nstols, stol)
                 else:

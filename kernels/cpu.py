@@ -18,7 +18,6 @@ own qualified name ``render_cpu__<tag>`` (its own on-disk cache entry);
 :func:`kernel` builds it at first use (only the variant a run needs
 compiles), ``kernel_name`` gives the name the start-up note checks.
 """
-import math
 import re
 import sys
 import types
@@ -39,7 +38,8 @@ CHUNK_PIXELS = 64
 SERIAL_EVALUATIONS = 1 << 15
 
 from .physics import (ANY, ON, PANEL_COLUMNS, TRACE_FIELDS, clear_result, dmin_skips, panel_geometry, panel_position,
-                      pixel_is_rendered, render_pixel, render_pixel_inline, store_result, unitize3)
+                      pixel_is_rendered, render_pixel, render_pixel_inline, source_scattering, store_result,
+                      unitize3)
 from .variants import COMMON, GENERIC, describe, physics as variant_physics, variant_of
 
 #: the specialised CPU kernels: the common case, and with tricubic interpolation; mask/ROI at run time
@@ -247,11 +247,7 @@ def first_phi_loop_pixel(p, sources, mask, panels):
                     px, py, pz, Fdet, Sdet = panel_position(p, g, fpixel, prow, subF, subS, Odet)
                     dx, dy, dz, airpath = unitize3(px, py, pz)
                     for source in range(p.nsources):
-                        lam = sources[source, 3]
-                        sx = (dx + sources[source, 0]) / lam
-                        sy = (dy + sources[source, 1]) / lam
-                        sz = (dz + sources[source, 2]) / lam
-                        stol = 0.5 * math.sqrt(sx * sx + sy * sy + sz * sz)
+                        stol = source_scattering(sources, source, dx, dy, dz)[7]
                         if not dmin_skips(p, stol):
                             return idx
     return -1

@@ -340,6 +340,29 @@ def polarization_factor(kahn, ix, iy, iz, dx, dy, dz, ax, ay, az):
             dx, dy, dz)
 
 
+@njit(inline="always")
+def source_scattering(sources, source, dx, dy, dz):
+    """Incident beam, wavelength, scattering vector and stol of one source (C's source loop).
+
+    ``sources[source]`` holds the unit vector from the sample to the source
+    and the wavelength; the incident beam is minus that vector, as in C.
+    Returns ``(ix, iy, iz, lam, sx, sy, sz, stol)``: ``s = (d - i) / lambda``
+    for the diffracted unit vector (dx, dy, dz) and ``stol = |s| / 2``, in
+    C's arithmetic order.  The one copy of these lines: the physics loop,
+    nonBragg's loop (``background.py``) and the ``-dmin`` search of
+    ``cpu.first_phi_loop_pixel`` all call it.
+    """
+    ix = -sources[source, 0]
+    iy = -sources[source, 1]
+    iz = -sources[source, 2]
+    lam = sources[source, 3]
+    sx = (dx - ix) / lam
+    sy = (dy - iy) / lam
+    sz = (dz - iz) / lam
+    stol = F(0.5) * math.sqrt(sx * sx + sy * sy + sz * sz)
+    return ix, iy, iz, lam, sx, sy, sz, stol
+
+
 @njit(inline=LEAF_INLINE)
 def polint(x0, x1, x2, x3, y0, y1, y2, y3, x):
     """Cubic Lagrange polynomial through four points, at x (C's ``polint``).
@@ -709,14 +732,7 @@ def _render_pixel(p, spixel, fpixel, sources, rot, phi_map, phi_map_first, Fhkl,
                     if subS == 0 and subF == 0:
                         capture_bg += capture
                 for source in range(p.nsources):
-                    ix = -sources[source, 0]
-                    iy = -sources[source, 1]
-                    iz = -sources[source, 2]
-                    lam = sources[source, 3]
-                    sx = (dx - ix) / lam
-                    sy = (dy - iy) / lam
-                    sz = (dz - iz) / lam
-                    stol = F(0.5) * math.sqrt(sx * sx + sy * sy + sz * sz)
+                    ix, iy, iz, lam, sx, sy, sz, stol = source_scattering(sources, source, dx, dy, dz)
                     if dmin_skips(p, stol):
                         continue
                     if polar == 0.0 or ovs_polar:

@@ -924,21 +924,26 @@ def render_job(ctx: dict, job: dict) -> dict:
     return write_job(ctx, job, res, noise, t1 - t0)
 
 
+def _error_text(exc: BaseException) -> str:
+    """One line naming the problem of an exception raised while rendering or writing a job."""
+    if isinstance(exc, NanoBraggError):
+        return str(exc)
+    if isinstance(exc, MemoryError):
+        return "out of memory"
+    if isinstance(exc, OSError):
+        return "cannot write the image files: %s" % (exc.strerror or exc)
+    from .api import describe_unexpected
+    return describe_unexpected(exc)
+
+
 def _error_record(job: dict, exc: BaseException) -> dict:
     """The record of a job that failed (one line naming the problem)."""
     rec = {"index": job["index"], "id": job["id"], "name": job["name"]}
     if job.get("line") is not None:
         rec["line"] = job["line"]
-    if isinstance(exc, NanoBraggError):
-        error = str(exc)
-    elif isinstance(exc, MemoryError):
-        error = "out of memory"
-    elif isinstance(exc, OSError):
-        error = "cannot write the image files: %s" % (exc.strerror or exc)
-    else:
-        from .api import describe_unexpected
-        error = describe_unexpected(exc)
-    rec.update(ok=False, error=error)
+    rec.update(ok=False, error=_error_text(exc))
+    if job.get(LAUNCH_FALLBACK):
+        rec[LAUNCH_FALLBACK] = job[LAUNCH_FALLBACK]
     return rec
 
 
@@ -1038,10 +1043,27 @@ def write_job(ctx: dict, job: dict, res, noise, render_s: float) -> dict:
             rec["noise_generator"] = ctx["noise_generator"]
     if job.get("extra"):
         rec.update(job["extra"])
+    if job.get(LAUNCH_FALLBACK):
+        rec[LAUNCH_FALLBACK] = job[LAUNCH_FALLBACK]
     gpu = os.environ.get("CUDA_VISIBLE_DEVICES")
     if gpu is not None:
         rec["cuda_visible_devices"] = gpu
     return rec
+
+
+#: field of the records of a launch group whose launch failed, so that its images were rendered one by one:
+#: ``{"jobs": [index of each of its jobs], "error": "<the launch's error>"}`` (manifest and error records)
+LAUNCH_FALLBACK = "launch_group_failed"
+
+
+def launch_fallback_note(fallback: dict) -> str:
+    """The note printed once per launch group that failed and was rendered one by one."""
+    jobs = fallback["jobs"]
+    shown = ", ".join(str(i) for i in jobs[:8]) + (", ..." if len(jobs) > 8 else "")
+    one = len(jobs) == 1
+    return ("launch group of %d image%s (job%s %s) failed (%s); rendered %s"
+            % (len(jobs), "" if one else "s", "" if one else "s", shown, fallback["error"],
+               "it again alone" if one else "them one by one"))
 
 
 #: --images-per-launch by default on a GPU: launches of about this many pixels (at most MAX_DEFAULT_IMAGES)
@@ -1167,9 +1189,13 @@ def render_pipeline(ctx: dict, jobs: List[dict], sink: Callable[[dict], None]) -
                 try:
                     results = sim.render_prepared([p for _, p in ready], keep_device=counter)
                     done = list(zip([j for j, _ in ready], results))
-                except Exception:
-                    # one image spoils the launch: render each alone, so each job gets its own record
+                except Exception as launch_exc:
+                    # one image spoils the launch: render each alone, so each job gets its own record.  Every
+                    # record says so (LAUNCH_FALLBACK; the batch prints a note), so that a launch that keeps
+                    # failing is seen, not hidden behind the one-by-one renders that succeed
+                    fallback = {"jobs": [job["index"] for job, _ in ready], "error": _error_text(launch_exc)}
                     for job, prep in ready:
+                        job = dict(job, **{LAUNCH_FALLBACK: fallback})
                         try:
                             done.append((job, sim.render_prepared([prep])[0]))
                         except Exception as exc:
@@ -1516,7 +1542,14 @@ def _run_locked(opts, ctx: dict, jobs: List[Job], label, stderr) -> int:
     by_index = {j.index: j for j in todo}
     manifest = Manifest(manifest_path)
 
+    fallbacks_noted = set()
+
     def sink(rec: dict) -> None:
+        fallback = rec.get(LAUNCH_FALLBACK)
+        if fallback and tuple(fallback["jobs"]) not in fallbacks_noted:
+            # once per failed group, when its first record arrives (from this process or a Dask worker)
+            fallbacks_noted.add(tuple(fallback["jobs"]))
+            progress.message("%s: note: %s" % (PROG, launch_fallback_note(fallback)))
         if rec.pop("ok"):
             manifest.append(rec)
             progress.update(True)

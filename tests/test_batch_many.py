@@ -241,3 +241,67 @@ def test_render_chunk_the_dask_task_uses_the_pipeline(hkl, tmp_path, monkeypatch
     assert records[1] == records[3]
     assert sum(not r["ok"] for r in records[1]) == 1
     assert _files(str(tmp_path / "k1")) == _files(str(tmp_path / "k3"))
+
+
+
+def _failing_group_launches(monkeypatch, fail_alone=None):
+    """Simulator.render_prepared fails for every launch of more than one image (and for the
+    ``fail_alone``-th launch of one image, counting from 0): the batch's fallback to one launch per
+    image is taken for every group.  Returns the sizes of the launches asked for."""
+    from nanobrag_numba.api import Simulator
+    render = Simulator.render_prepared
+    calls = []
+
+    def flaky(self, preps, *a, **k):
+        calls.append(len(preps))
+        if len(preps) > 1:
+            raise RuntimeError("boom in the group launch")
+        if fail_alone is not None and calls.count(1) == fail_alone + 1:
+            raise RuntimeError("this one fails alone too")
+        return render(self, preps, *a, **k)
+    monkeypatch.setattr(Simulator, "render_prepared", flaky)
+    return calls
+
+
+def test_failed_group_launch_is_noted_and_each_image_still_rendered(hkl, tmp_path, capsys, monkeypatch):
+    ref = str(tmp_path / "k1")          # the reference: K=1, no group launches
+    assert _run(["--random-orientations", "4", "--out", ref, "--format", "smv"], hkl, capsys)[0] == 0
+    calls = _failing_group_launches(monkeypatch)
+    out = str(tmp_path / "k2")
+    rc, err = _run(["--random-orientations", "4", "--out", out, "--format", "smv", "--images-per-launch", "2"],
+                   hkl, capsys)
+    assert rc == 0 and calls == [2, 1, 1, 2, 1, 1]
+    # one note per failed group on stderr (even with --quiet), naming its jobs and the launch's error
+    notes = [line for line in err.splitlines() if "launch group" in line]
+    assert len(notes) == 2, err
+    for note, jobs in zip(notes, ("0, 1", "2, 3")):
+        assert note.startswith("nanobrag-numba batch: note: launch group of 2 images (jobs %s) failed (" % jobs)
+        assert "boom in the group launch" in note and note.endswith("); rendered them one by one")
+    # the images are those of K=1, and every manifest record says its group's launch failed
+    assert len(_files(out)) == 4 and _files(out) == _files(ref)
+    recs = _manifest(out)
+    for i, r in recs.items():
+        fb = r.pop(batch.LAUNCH_FALLBACK)
+        assert fb["jobs"] == ([0, 1] if i < 2 else [2, 3]) and "boom in the group launch" in fb["error"]
+    assert recs == _manifest(ref)
+
+
+def test_failed_group_launch_dask_task_records(hkl, tmp_path, monkeypatch):
+    # the Dask task (render_chunk): each job's record carries the group's failure, a job failing alone too
+    base = batch.base_config(["-hkl", hkl] + BASE)
+    jobs = [{"index": i, "name": "img_%06d" % i, "id": None, "line": None, "key": "k%d" % i,
+             "overrides": {"misset": (0.1 * i, 0.0, 0.0), "seed": 3 + i}, "noise_seed": 3 + i,
+             "source": {}, "extra": {}} for i in range(3)]
+    _failing_group_launches(monkeypatch, fail_alone=1)
+    ctx = {"config": base, "device": "cpu", "out": str(tmp_path), "format": "smv", "noise": False,
+           "flags": ["-hkl", hkl] + BASE, "numba_threads": None, "images_per_launch": 3}
+    recs = batch.render_chunk(ctx, jobs)
+    assert [r["ok"] for r in recs] == [True, False, True]
+    assert "this one fails alone too" in recs[1]["error"]
+    for r in recs:
+        assert r[batch.LAUNCH_FALLBACK]["jobs"] == [0, 1, 2]
+        assert "boom in the group launch" in r[batch.LAUNCH_FALLBACK]["error"]
+    note = batch.launch_fallback_note(recs[0][batch.LAUNCH_FALLBACK])
+    assert note.startswith("launch group of 3 images (jobs 0, 1, 2) failed (") and note.endswith(
+        "); rendered them one by one")
+    assert sorted(os.listdir(tmp_path)) == ["img_000000.img", "img_000002.img"]
