@@ -12,8 +12,9 @@ prints one JSON object on its last line of stdout.  Method:
    (and, on CUDA, creates the context) at almost no cost;
 3. ``prepare()`` of the full case (timed separately as ``prepare_s``), then
    ``render()`` REPEAT times (at least SHORT_REPEAT times, default 1, when the
-   first render's kernel takes under SHORT_S = 1 s: the tiny kernels of B3
-   and B4 vary by tens of per cent from call to call); the kernel time is
+   first render's kernel takes under SHORT_KERNEL_S = 0.1 s: the kernels of a
+   few ms of B3 and B4 vary by tens of per cent from call to call); the
+   kernel time is
    the minimum of
    ``Image.kernel_seconds``: the kernel call over all pixels plus the single
    normalisation pass (one numpy multiply per pixel; on CUDA also the
@@ -36,7 +37,7 @@ if __package__ in (None, ""):
     sys.path.append(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
-SHORT_S = 1.0
+SHORT_KERNEL_S = 0.1
 
 
 def measure(case_name: str, hkl: str, device: str = "cpu", repeat: int = 1, image_path: str = None,
@@ -66,7 +67,7 @@ def measure(case_name: str, hkl: str, device: str = "cpu", repeat: int = 1, imag
     while len(times) < total:
         img = render(prep, device)
         times.append(img.kernel_seconds)
-        if len(times) == 1 and times[0] < SHORT_S:
+        if len(times) == 1 and times[0] < SHORT_KERNEL_S:
             total = max(total, short_repeat)
     counts = counts_from_prep(prep)
     fimg = img.floatimage

@@ -10,7 +10,7 @@ For every case (``bench/cases.py``), with OMP_NUM_THREADS = NUMBA_NUM_THREADS
 1. ours, in-process kernel time: ``bench/probe.py`` in a child process
    (prepare() + render() after a one-pixel warm-up, ``Image.kernel_seconds``,
    rendered --repeat times, at least --short-repeat times when a render takes
-   under SHORT_S), which also saves our float image and the loop counts;
+   under SHORT_KERNEL_S), which also saves our float image and the loop counts;
 2. C (when $NANOBRAGG_C names the binary): the full command line (wall time,
    peak RSS, float image, its printed loop counts), then the same with
    ``-roi 0 0 0 0`` (one pixel).  C prints no timing: its kernel time is
@@ -60,13 +60,14 @@ if __package__ in (None, ""):
 
 from bench.cases import CASES, DEFAULT_CPU, DEFAULT_CUDA, parse_c_counts  # noqa: E402
 from bench.make_hkl import ensure_hkl, sha256  # noqa: E402
+from bench.probe import SHORT_KERNEL_S  # noqa: E402
 
 OUT_DIR = os.path.join(HERE, "out")
 RESULTS_DIR = os.path.join(HERE, "results")
 CORR_MIN = 0.999          # float-image correlation with C needed to pass the check
 ONE_PIXEL = ["-roi", "0", "0", "0", "0"]
-SHORT_S = 1.0             # C runs and our kernels shorter than this are repeated at least SHORT_REPEAT times
-SHORT_REPEAT = 20         # (--short-repeat)
+SHORT_S = 1.0             # C runs shorter than this are repeated at least SHORT_REPEAT times (--short-repeat),
+SHORT_REPEAT = 20         # and so are our in-process renders shorter than probe.SHORT_KERNEL_S (0.1 s: B3, B4)
 KERNEL_TIMER_SRC = os.path.join(HERE, "c_kernel_timer.c")
 KERNEL_TIMER_SO = os.path.join(OUT_DIR, "c_kernel_timer.so")
 KERNEL_TIMER_ENV = "NB_KERNEL_TIMER_OUT"
@@ -552,6 +553,7 @@ def machine_info(args, hkl: str, c_bin: Optional[str]) -> dict:
         "platform": platform.platform(),
         "python": platform.python_version(), "numba": numba.__version__, "numpy": numpy.__version__,
         "threads": args.threads, "repeat": args.repeat, "short_repeat": args.short_repeat, "short_s": SHORT_S,
+        "short_kernel_s": SHORT_KERNEL_S,
         "device": args.device,
         "ours_command": " ".join(ours_command()),
         "hkl": {"file": os.path.relpath(hkl, ROOT), "sha256": sha256(hkl),
@@ -641,8 +643,8 @@ def markdown(meta: dict, results: List[dict]) -> str:
         % (m["threads"], m["threads"], m["device"], (" (%s)" % m["gpu"]) if m.get("gpu") else ""),
         "- repeat: %d (minimum kept)%s; Python %s, Numba %s, NumPy %s; peak RSS: %s"
         % (m["repeat"],
-           (", at least %d for C's command pairs and our renders under %g s"
-            % (m["short_repeat"], m.get("short_s", SHORT_S))) if "short_repeat" in m else "",
+           (", at least %d for C's command pairs under %g s and our renders under %g s"
+            % (m["short_repeat"], m["short_s"], m["short_kernel_s"])) if "short_repeat" in m else "",
            m["python"], m["numba"], m["numpy"], m["rss_method"]),
         "- load average (1, 5, 15 min) at start %s, at end %s; run took %.0f s"
         % (" ".join("%.2f" % x for x in m["loadavg_start"]),
@@ -753,8 +755,9 @@ def parse_args(argv=None):
                    help="OMP_NUM_THREADS and NUMBA_NUM_THREADS for both programs (default: nproc)")
     p.add_argument("--repeat", type=int, default=1, help="runs of each timing; the minimum is kept (default 1)")
     p.add_argument("--short-repeat", type=int, default=SHORT_REPEAT,
-                   help="at least this many runs of C's command pairs and of our in-process renders that take "
-                        "under %g s (B3, B4; default %d)" % (SHORT_S, SHORT_REPEAT))
+                   help="at least this many runs of C's command pairs that take under %g s and of our "
+                        "in-process renders that take under %g s (B3, B4; default %d)"
+                        % (SHORT_S, SHORT_KERNEL_S, SHORT_REPEAT))
     p.add_argument("--no-kernel-timer", action="store_true",
                    help="do not preload bench/c_kernel_timer.c into C: C's kernel is the wall-minus-one-pixel "
                         "estimate only")
