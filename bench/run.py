@@ -713,7 +713,8 @@ def markdown(meta: dict, results: List[dict]) -> str:
                   "the case's timed runs, time-weighted):"
               % ("; C's kernel timed by the shim in the full and in the one-pixel run" if timed_cols else ""), "",
               "| case | ours prepare | ours kernel (in-process) | ours one-pixel wall | ours wall − one-pixel "
-              "| C one-pixel wall |%s C wall − one-pixel |%s max rel diff vs C | C RSS one-pixel | ours RSS one-pixel "
+              "| C one-pixel wall |%s C wall − one-pixel |%s max rel diff vs C | C RSS one-pixel "
+              "| ours RSS one-pixel "
               "| others' CPU |" % (" C kernel (timed) |" if timed_cols else "",
                                    " C one-pixel kernel (timed) |" if timed_cols else ""),
               "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|" + ("---:|---:|" if timed_cols else "")]

@@ -23,7 +23,9 @@ from bench import run  # noqa: E402
 OMP_PROGRAM = textwrap.dedent(r"""
     #include <stdio.h>
     #include <time.h>
-    static double now(void) { struct timespec t; clock_gettime(CLOCK_MONOTONIC, &t); return t.tv_sec + 1e-9 * t.tv_nsec; }
+    static double now(void) {
+        struct timespec t; clock_gettime(CLOCK_MONOTONIC, &t); return t.tv_sec + 1e-9 * t.tv_nsec;
+    }
     int main(void) {
         double sum = 0.0;
         #pragma omp parallel for reduction(+:sum)
