@@ -1,6 +1,6 @@
 """Kernel time of one case, measured in-process (run by the runner in a child process).
 
-    python bench/probe.py CASE HKL DEVICE REPEAT [IMAGE.npy]
+    python bench/probe.py CASE HKL DEVICE REPEAT [IMAGE.npy [SHORT_REPEAT]]
 
 prints one JSON object on its last line of stdout.  Method:
 
@@ -11,7 +11,11 @@ prints one JSON object on its last line of stdout.  Method:
    loads (or compiles) exactly the kernel specialisation of the full image
    (and, on CUDA, creates the context) at almost no cost;
 3. ``prepare()`` of the full case (timed separately as ``prepare_s``), then
-   ``render()`` REPEAT times; the kernel time is the minimum of
+   ``render()`` REPEAT times (at least SHORT_REPEAT times, default 1, when the
+   first render's kernel takes under SHORT_KERNEL_S = 0.1 s: the kernels of a
+   few ms of B3 and B4 vary by tens of per cent from call to call); the
+   kernel time is
+   the minimum of
    ``Image.kernel_seconds``: the kernel call over all pixels plus the single
    normalisation pass (one numpy multiply per pixel; on CUDA also the
    transfers back), i.e. everything between the prepared tables and the
@@ -33,7 +37,11 @@ if __package__ in (None, ""):
     sys.path.append(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
-def measure(case_name: str, hkl: str, device: str = "cpu", repeat: int = 1, image_path: str = None) -> dict:
+SHORT_KERNEL_S = 0.1
+
+
+def measure(case_name: str, hkl: str, device: str = "cpu", repeat: int = 1, image_path: str = None,
+            short_repeat: int = 1) -> dict:
     import numpy as np
 
     from bench.cases import CASES, counts_from_prep, evaluations
@@ -55,9 +63,12 @@ def measure(case_name: str, hkl: str, device: str = "cpu", repeat: int = 1, imag
     prepare_s = time.perf_counter() - t0
     times = []
     img = None
-    for _ in range(max(1, repeat)):
+    total = max(1, repeat)
+    while len(times) < total:
         img = render(prep, device)
         times.append(img.kernel_seconds)
+        if len(times) == 1 and times[0] < SHORT_KERNEL_S:
+            total = max(total, short_repeat)
     counts = counts_from_prep(prep)
     fimg = img.floatimage
     if image_path:
@@ -81,11 +92,12 @@ def measure(case_name: str, hkl: str, device: str = "cpu", repeat: int = 1, imag
 
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    if len(argv) not in (4, 5):
+    if len(argv) not in (4, 5, 6):
         print(__doc__, file=sys.stderr)
         return 2
     case, hkl, device, repeat = argv[:4]
-    res = measure(case, hkl, device, int(repeat), argv[4] if len(argv) == 5 else None)
+    res = measure(case, hkl, device, int(repeat), (argv[4] or None) if len(argv) >= 5 else None,
+                  int(argv[5]) if len(argv) == 6 else 1)
     sys.stdout.write(json.dumps(res) + "\n")
     return 0
 
