@@ -29,7 +29,7 @@ from numba import njit, prange
 #: pixels per work item handed to a thread (a block): the cost of a pixel
 #: varies across the detector (the upper half of B1 takes 1.4x longer than
 #: the lower), so small dynamic blocks balance the threads
-CHUNK_PIXELS = 64
+CHUNK_PIXELS = 256
 
 #: a run of at most this many inner evaluations (pixels x sub-pixels x layers x sources x phi steps x
 #: mosaic domains) renders on the calling thread: it takes about 3 ms there (about 100 ns per

@@ -310,12 +310,17 @@ def sinc3(x):
 
 
 @njit(inline="always")
-def polarization_factor(kahn, ix, iy, iz, dx, dy, dz, ax, ay, az):
+def polarization_factor(kahn, ix, iy, iz, dx, dy, dz, ax, ay, az, exact=True):
     """Polarization factor of a diffracted ray (C's ``polarization_factor``).
 
     Returns the factor and the diffracted unit vector as C leaves it: C
     re-normalises ``diffracted`` in place, and the next sources of the same
     sub-pixel use that vector.
+
+    ``exact``: C's ``cos(2 psi)`` with ``psi = -atan2(b_out, e_out)``; else
+    the same value without the two transcendental calls,
+    ``(e_out^2 - b_out^2) / (e_out^2 + b_out^2)`` (1 where both are 0, as
+    atan2(0, 0) = 0), within a few ulp of C's.
     """
     ix, iy, iz, _m = unitize3(ix, iy, iz)
     dx, dy, dz, _m = unitize3(dx, dy, dz)
@@ -335,7 +340,13 @@ def polarization_factor(kahn, ix, iy, iz, dx, dy, dz, ax, ay, az):
         ex, ey, ez, _m = unitize3(ex, ey, ez)
         e_out = dx * ex + dy * ey + dz * ez
         b_out = dx * bx + dy * by + dz * bz
-        psi = -math.atan2(b_out, e_out)
+        if exact:
+            psi = -math.atan2(b_out, e_out)
+        else:
+            e2 = e_out * e_out
+            b2 = b_out * b_out
+            cos2psi = (e2 - b2) / (e2 + b2) if e2 + b2 > 0.0 else F(1.0)
+            return F(0.5) * (F(1.0) + cos2theta_sqr - kahn * cos2psi * sin2theta_sqr), dx, dy, dz
     return (F(0.5) * (F(1.0) + cos2theta_sqr - kahn * math.cos(F(2.0) * psi) * sin2theta_sqr),
             dx, dy, dz)
 
@@ -687,7 +698,7 @@ def _render_pixel(p, spixel, fpixel, sources, rot, phi_map, phi_map_first, Fhkl,
     water = option(V_WATER, p.water != 0)
     interpolate = option(V_INTERP, p.interpolate != 0)
     # C's arithmetic (bits) of sincg and of the tricubic interpolation with -c_quirks or when asked
-    # for (``p.c_math``); else the fast forms (sincg_fast, polin3_fast)
+    # for (``p.c_math``); else the fast forms (sincg_fast, polin3_fast, the polarization's cos 2 psi)
     c_math = quirks or p.c_math != 0
     # the SIMD pass: compiled in for the CPU variants without -c_quirks or trace, square crystal
     simd = False
@@ -737,7 +748,7 @@ def _render_pixel(p, spixel, fpixel, sources, rot, phi_map, phi_map_first, Fhkl,
                         continue
                     if polar == 0.0 or ovs_polar:
                         polar, dx, dy, dz = polarization_factor(p.kahn, ix, iy, iz, dx, dy, dz,
-                                                                p.polar_x, p.polar_y, p.polar_z)
+                                                                p.polar_x, p.polar_y, p.polar_z, c_math)
                         if polar_bg < 0.0:
                             polar_bg = polar
                     if simd:

@@ -117,6 +117,34 @@ def test_polin3_fast_is_polin3_to_rounding():
     assert fast[0] == pytest.approx(F[3, 4, 2], rel=1e-14)
 
 
+@njit
+def _polar_both(kahn, v):
+    out = np.empty((v.shape[0], 2))
+    for i in range(v.shape[0]):
+        exact = P.polarization_factor(kahn, v[i, 0], v[i, 1], v[i, 2], v[i, 3], v[i, 4], v[i, 5],
+                                      v[i, 6], v[i, 7], v[i, 8], True)
+        fast = P.polarization_factor(kahn, v[i, 0], v[i, 1], v[i, 2], v[i, 3], v[i, 4], v[i, 5],
+                                     v[i, 6], v[i, 7], v[i, 8], False)
+        out[i, 0] = exact[0]
+        out[i, 1] = fast[0]
+        if exact[1:] != fast[1:]:           # the re-normalised diffracted vector is the same either way
+            out[i, 1] = np.nan
+    return out
+
+
+@pytest.mark.parametrize("kahn", [1.0, 0.9, 0.5, -0.3])
+def test_polarization_without_atan2_and_cos_is_c_to_rounding(kahn):
+    rng = np.random.default_rng(5)
+    v = rng.normal(size=(4000, 9))
+    v[:10, 3:6] = v[:10, 0:3]                       # diffracted along the beam: e_out = b_out = 0
+    v[10:20, 3:6] = v[10:20, 6:9]                   # diffracted along the polarization axis
+    both = _polar_both(kahn, v)
+    assert np.all(np.isfinite(both))
+    # the factor is 0.5 (1 + cos^2 2theta - kahn cos 2psi sin^2 2theta), at most 1 + |kahn|
+    assert np.all(np.abs(both[:, 1] - both[:, 0]) <= 4e-16 * (1.0 + abs(kahn)))
+    assert np.array_equal(both[:10, 0], both[:10, 1])
+
+
 def _float64_image(prep, raw):
     from nanobrag_numba.simulator import normalise
     return normalise(prep, raw, dtype=np.float64)
