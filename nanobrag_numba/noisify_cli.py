@@ -461,6 +461,7 @@ def main(argv=None, prog=PROG) -> int:
 
 def console_main():
     """The installed ``noisify`` command (ends like the main command's render, see ``cli._exit_now``)."""
-    from .cli import _exit_now, _skip_numba_blas_probe
+    from .cli import _exit_now, _one_blas_thread, _skip_numba_blas_probe
+    _one_blas_thread()
     _skip_numba_blas_probe()
     _exit_now(main(prog="noisify"))

@@ -253,3 +253,40 @@ del blocks
 print(rss() - r0)
 """
     assert int(_child(code)) <= 2          # without the fixed threshold about 9 MB stay resident
+
+
+_BLAS = """
+import os, sys
+if sys.argv[1] == "numpy-first":
+    import numpy
+from nanobrag_numba.cli import _one_blas_thread
+_one_blas_thread()
+import numpy
+print(os.environ.get("OPENBLAS_NUM_THREADS", "unset"))
+"""
+
+
+@pytest.mark.parametrize("setting, mode, expected", [(None, "cli", "1"), ("3", "cli", "3"),
+                                                    (None, "numpy-first", "unset")])
+def test_the_command_line_starts_openblas_with_one_thread(setting, mode, expected):
+    env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_NUM_THREADS"}
+    if setting:
+        env["OPENBLAS_NUM_THREADS"] = setting
+    out = subprocess.run([sys.executable, "-c", _BLAS, mode], capture_output=True, text=True, env=env, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == expected
+
+
+def test_every_command_asks_for_one_blas_thread(monkeypatch):
+    from nanobrag_numba import cli, noisify_cli
+    called = []
+    monkeypatch.setattr(cli, "_one_blas_thread", lambda: called.append(1))
+    for name in ("_skip_numba_blas_probe", "_return_large_blocks_to_the_system"):   # no effect on this process
+        monkeypatch.setattr(cli, name, lambda: None)
+    for module in (cli, noisify_cli):
+        monkeypatch.setattr(module, "main", lambda *a, **k: 0)
+    monkeypatch.setattr(cli, "_exit_now", lambda status: called.append(("exit", status)))
+    monkeypatch.setattr(sys, "argv", ["nanobrag-numba"])
+    cli.console_main()
+    noisify_cli.console_main()
+    assert called == [1, ("exit", 0), 1, ("exit", 0)]
