@@ -92,6 +92,13 @@ def test_the_inliner_of_this_numba_is_the_one_the_replacement_was_written_for():
     assert _inline.apply_cpu()                             # idempotent
 
 
+def test_numba_cuda_has_its_own_copy_of_the_same_inliner():
+    inline_closurecall = pytest.importorskip("numba.cuda.core.inline_closurecall")
+    assert _inline.applicable(inline_closurecall)
+    assert _inline.apply_cuda()
+    assert inline_closurecall.InlineWorker.inline_function is _inline._inline_function
+
+
 def test_a_module_of_another_shape_is_left_alone():
     import types
     odd = types.ModuleType("odd")
