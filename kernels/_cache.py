@@ -25,8 +25,10 @@ import types
 
 from . import _inline
 
-#: what a first run costs (B4 cold: 22-23 s of CPU on a 2-core machine, bench/results/startup-2core.md)
+#: what a first run costs on a 2-core machine: a run with the parallel kernel (a cold 256x256 render: 24-26 s of
+#: CPU), and a small one that runs on one thread (B4 cold: 16 s, bench/results/startup-2core-final.md)
 COMPILE_SECONDS = 25
+COMPILE_SECONDS_SMALL = 16
 
 #: kernel functions that could not be cached (compiled in memory in this process)
 UNCACHED = []
@@ -277,10 +279,11 @@ def cache_will_hit(entry_points=None) -> bool:
     return True
 
 
-def announce_compile(out=None, entry_points=None) -> None:
+def announce_compile(out=None, entry_points=None, seconds=None) -> None:
     """Print one line to stderr before the kernels compile (at most once per process), nothing when cached.
 
-    ``entry_points``: the kernels this run calls (see :func:`cache_will_hit`).
+    ``entry_points``: the kernels this run calls (see :func:`cache_will_hit`); ``seconds``: what the line
+    says it takes (default :data:`COMPILE_SECONDS`).
     """
     global _announced
     if _announced:
@@ -296,7 +299,7 @@ def announce_compile(out=None, entry_points=None) -> None:
     if UNCACHED:
         print("note: no writable cache directory for the compiled kernels (%s/__pycache__, the user cache, "
               "NUMBA_CACHE_DIR): compiling them in memory for this run, about %d s"
-              % (KERNELS_DIR, COMPILE_SECONDS), file=out)
+              % (KERNELS_DIR, seconds or COMPILE_SECONDS), file=out)
     elif not hit:
-        print("note: compiling kernels, first run only, about %d s" % COMPILE_SECONDS, file=out)
+        print("note: compiling kernels, first run only, about %d s" % (seconds or COMPILE_SECONDS), file=out)
     out.flush()

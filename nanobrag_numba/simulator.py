@@ -387,8 +387,10 @@ def prepare(cfg: Config, log: Callable[[str], None] = print, crand=None, hkl_cac
     panel_rows = P.panel_table(det, oversample, sampling, panel_list, flags_mu=cfg.detector_mu)
     from .kernels.cpu import cpu_variant, kernel_name, serial_run
     # the compile-time variant this run renders with (on one thread when it is small)
-    kernels[0] = ("cpu", kernel_name(cpu_variant(params), serial=serial_run(params)))
-    _cache.announce_compile(entry_points=kernels)   # the first kernel may run here: say so when it has to compile
+    small = serial_run(params)
+    kernels[0] = ("cpu", kernel_name(cpu_variant(params), serial=small))
+    # the first kernel may run here: say so when it has to compile
+    _cache.announce_compile(entry_points=kernels, seconds=_cache.COMPILE_SECONDS_SMALL if small else None)
     umats = crand.mosaic_umats(sampling.mosaic_spread, sampling.mosaic_domains, cfg.mosaic_seed)
     log("  created a total of %d mosaic domains" % sampling.mosaic_domains)
 

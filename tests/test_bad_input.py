@@ -311,3 +311,6 @@ def test_compile_announcement(monkeypatch, capsys):
     _cache.announce_compile()
     _cache.announce_compile()                     # once per process
     assert capsys.readouterr().err == "note: compiling kernels, first run only, about %d s\n" % _cache.COMPILE_SECONDS
+    monkeypatch.setattr(_cache, "_announced", False)
+    _cache.announce_compile(seconds=16)
+    assert capsys.readouterr().err == "note: compiling kernels, first run only, about 16 s\n"

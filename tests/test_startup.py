@@ -65,12 +65,16 @@ def test_the_compile_note_checks_only_the_kernels_the_run_calls(monkeypatch):
     from nanobrag_numba.kernels import _cache
     from nanobrag_numba.simulator import prepare
     seen = []
-    monkeypatch.setattr(_cache, "announce_compile", lambda out=None, entry_points=None: seen.append(entry_points))
+    said = []
+    monkeypatch.setattr(_cache, "announce_compile",
+                        lambda out=None, entry_points=None, seconds=None: (seen.append(entry_points),
+                                                                           said.append(seconds)))
     base = "-default_F 1 -cell 40 40 40 90 90 90 -detpixels 8 -noprogress"
     # the render kernel is the compile-time variant of the run (kernels/cpu.py): the common case here, and a
     # run this small renders on one thread (the block function as a kernel of its own)
     prepare(config_from_flags(base), lambda s: None, write_dump=False)
     assert seen[-1] == [("cpu", "render_serial_cpu__common_mask_any"), ("noise", "noise_image")]
+    assert said[-1] == _cache.COMPILE_SECONDS_SMALL        # the note says what a small run's compile takes
     prepare(config_from_flags(base + " -mosaic 0.1 -mosaic_domains 2 -nonoise"), lambda s: None, write_dump=False)
     assert seen[-1] == [("cpu", "render_serial_cpu__common_mask_any"), ("crand", "mosaic_umats_fill")]
     assert [d.py_func.__name__ for d in _cache._kernel_dispatchers(seen[-1])] == ["render_block", "mosaic_umats_fill"]
@@ -81,6 +85,7 @@ def test_the_compile_note_checks_only_the_kernels_the_run_calls(monkeypatch):
     big = base.replace("-detpixels 8", "-detpixels 256")
     prepare(config_from_flags(big + " -nonoise"), lambda s: None, write_dump=False)
     assert seen[-1] == [("cpu", "render_cpu__common_mask_any")]
+    assert said[-1] is None                                 # COMPILE_SECONDS
     assert _cache._kernel_dispatchers(seen[-1])[0].py_func.__name__ == "render_cpu"
     prepare(config_from_flags(big + " -c_quirks -nonoise"), lambda s: None, write_dump=False)
     assert seen[-1] == [("cpu", "render_cpu")]
