@@ -85,27 +85,39 @@ def _panel_table(panels):
     return panels
 
 
+def transposed_rotations(p, rot):
+    """``rot[phi step, domain, c]`` as ``[c, phi step * mosaic_domains + domain]`` (the SIMD pass's table).
+
+    ``rot``: one image's table ``[nrot, domains, 9]``, or K images' stacked ``[K, nrot, domains, 9]`` (then
+    ``[K, 9, ...]``).  Made here for every CPU kernel (one copy of the values, before the launch).
+    """
+    n = p.phisteps * p.mosaic_domains
+    lead = rot.shape[:-3]
+    rot_t = np.zeros(lead + (9, max(1, n)))
+    rot_t[..., :n] = np.swapaxes(rot[..., :p.phisteps, :p.mosaic_domains, :].reshape(lead + (n, 9)), -1, -2)
+    return rot_t
+
+
 def render(p, sources, rot, phi_map, phi_map_first, Fhkl, mask, panels, out, out_oob, first, last, variant=None):
     """Run the kernel of ``variant`` (default: :func:`cpu_variant` of ``p``) with dynamic chunks, or on
     this thread for a small run (:func:`serial_run`)."""
     serial = serial_run(p)
     k = kernel(cpu_variant(p) if variant is None else variant, serial=serial)
     panels = _panel_table(panels)
+    rot_t = transposed_rotations(p, rot)
     if serial:          # no thread pool started: the block function itself, over all the pixels
         trace = np.zeros((1, TRACE_FIELDS))
-        rot_t = np.zeros((9, max(1, p.phisteps * p.mosaic_domains)))
-        rot_t[:, :p.phisteps * p.mosaic_domains] = rot[:p.phisteps, :p.mosaic_domains].reshape(-1, 9).T   # transposed_rotations
         k(p, sources, rot, phi_map, phi_map_first, Fhkl, mask, panels, out, out_oob, trace, rot_t, first, last, 0)
         return
     previous = numba.set_parallel_chunksize(1)      # a work item is a block of CHUNK_PIXELS pixels
     try:
-        k(p, sources, rot, phi_map, phi_map_first, Fhkl, mask, panels, out, out_oob, first, last)
+        k(p, sources, rot, phi_map, phi_map_first, Fhkl, mask, panels, out, out_oob, rot_t, first, last)
     finally:
         numba.set_parallel_chunksize(previous)
 
 
 @njit(parallel=True, cache=True)
-def render_cpu(p, sources, rot, phi_map, phi_map_first, Fhkl, mask, panels, out, out_oob, first, last):
+def render_cpu(p, sources, rot, phi_map, phi_map_first, Fhkl, mask, panels, out, out_oob, rot_t, first, last):
     """Render pixels ``first <= index < last`` (raster order) on all CPU cores.
 
     Parameters
@@ -122,12 +134,13 @@ def render_cpu(p, sources, rot, phi_map, phi_map_first, Fhkl, mask, panels, out,
         rendered get zeros.
     out_oob : int64[npix]
         First interpolation evaluation out of the hkl table, -1 if none.
+    rot_t : float64[9, phisteps * mosaic_domains]
+        ``rot`` transposed for the SIMD pass (:func:`transposed_rotations`).
     first, last : int
         The range of pixel indices to render (the whole image, or one chunk
         of it when a progress meter is shown).
     """
     trace = np.zeros((1, TRACE_FIELDS))
-    rot_t = transposed_rotations(p, rot)
     nblocks = (last - first + CHUNK_PIXELS - 1) // CHUNK_PIXELS
     for block in prange(nblocks):
         start = first + block * CHUNK_PIXELS
@@ -153,31 +166,20 @@ def render_block(p, sources, rot, phi_map, phi_map_first, Fhkl, mask, panels, ou
                                          panels, rot_t, scratch))
 
 
-@njit(inline="always")
-def transposed_rotations(p, rot):
-    """``rot[phi step, domain, c]`` as ``[c, phi step * mosaic_domains + domain]`` (the SIMD pass's table)."""
-    nmos = p.mosaic_domains
-    rot_t = np.empty((9, max(1, p.phisteps * nmos)))
-    for r in range(p.phisteps):
-        for m in range(nmos):
-            for c in range(9):
-                rot_t[c, r * nmos + m] = rot[r, m, c]
-    return rot_t
-
-
 def render_many(p, sources, rot, phi_map, phi_map_first, Fhkl, mask, panels, out, out_oob, nimages, variant=None):
     """Run the many-image kernel of ``variant`` (default: :func:`cpu_variant` of ``p``) with dynamic chunks."""
     k = kernel(cpu_variant(p) if variant is None else variant, many=True)
     panels = _panel_table(panels)
     previous = numba.set_parallel_chunksize(1)      # a work item is a block of CHUNK_PIXELS pixels of one image
     try:
-        k(p, sources, rot, phi_map, phi_map_first, Fhkl, mask, panels, out, out_oob, nimages)
+        k(p, sources, rot, phi_map, phi_map_first, Fhkl, mask, panels, out, out_oob, transposed_rotations(p, rot),
+          nimages)
     finally:
         numba.set_parallel_chunksize(previous)
 
 
 @njit(parallel=True, cache=True)
-def render_many_cpu(p, sources, rot, phi_map, phi_map_first, Fhkl, mask, panels, out, out_oob, nimages):
+def render_many_cpu(p, sources, rot, phi_map, phi_map_first, Fhkl, mask, panels, out, out_oob, rot_t, nimages):
     """Render ``nimages`` images that differ only in their rotation tables, in one parallel loop.
 
     The loop runs over (image, block of ``CHUNK_PIXELS`` pixels), so the
@@ -196,13 +198,12 @@ def render_many_cpu(p, sources, rot, phi_map, phi_map_first, Fhkl, mask, panels,
     out : float64[6, nimages * npix]
         Rows as in :func:`render_cpu`; image ``k`` is columns ``k*npix .. (k+1)*npix - 1``.
     out_oob : int64[nimages * npix]
+    rot_t : float64[nimages, 9, phisteps * mosaic_domains]
+        Each image's ``rot`` transposed (:func:`transposed_rotations`).
     nimages : int
     """
     trace = np.zeros((1, TRACE_FIELDS))
     npix = p.fpixels * p.spixels
-    rot_t = np.empty((nimages, 9, max(1, p.phisteps * p.mosaic_domains)))
-    for k in range(nimages):
-        rot_t[k] = transposed_rotations(p, rot[k])
     per_image = (npix + CHUNK_PIXELS - 1) // CHUNK_PIXELS
     for block in prange(nimages * per_image):
         k = block // per_image
