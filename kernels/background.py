@@ -36,20 +36,12 @@ from collections import namedtuple
 import numpy as np
 from numba import njit, prange
 
-from .physics import polarization_factor, polint, source_scattering, subpixel_position, unitize3
+from .physics import (DETECTOR_FIELDS, DETECTOR_INTS, polarization_factor, polint, source_scattering,
+                      subpixel_position, unitize3)
 
-BGPARAMS_FIELDS = (
-    "fpixels", "spixels", "oversample", "pixel_size", "subpixel_size",
-    "pix0_x", "pix0_y", "pix0_z", "fdet_x", "fdet_y", "fdet_z",
-    "sdet_x", "sdet_y", "sdet_z", "odet_x", "odet_y", "odet_z",
-    "beam_x", "beam_y", "beam_z", "distance", "close_distance",
-    "curved", "point_pixel",
-    "roi_xmin", "roi_xmax", "roi_ymin", "roi_ymax",
-    "nsources", "nstols", "kahn", "nopolar", "polar_x", "polar_y", "polar_z",
-)
+BGPARAMS_FIELDS = DETECTOR_FIELDS + ("nsources", "nstols", "kahn", "nopolar", "polar_x", "polar_y", "polar_z")
 BgParams = namedtuple("BgParams", BGPARAMS_FIELDS)
-BGPARAMS_INTS = frozenset(("fpixels", "spixels", "oversample", "curved", "point_pixel",
-                           "roi_xmin", "roi_xmax", "roi_ymin", "roi_ymax", "nsources", "nstols", "nopolar"))
+BGPARAMS_INTS = frozenset(DETECTOR_INTS + ("nsources", "nstols", "nopolar"))
 
 #: rows of the full output: I (before the final scale), then what C keeps of the LAST
 #: evaluation of the pixel (F for -Fmap; stol, table row, polar and omega for -img's

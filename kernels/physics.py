@@ -84,14 +84,22 @@ V_PANELS = ANY          # OFF: one panel, the geometry of p; ON: the panel table
 VECTOR = False
 SHAPES_CODE = {"SQUARE": SQUARE, "ROUND": ROUND, "GAUSS": GAUSS, "TOPHAT": TOPHAT}
 
-KPARAMS_FIELDS = (
-    # detector
+#: the detector fields every pixel kernel reads through :func:`subpixel_position` (and the ROI): the first
+#: fields of KParams, and of nonBragg's BgParams (``background.py``)
+DETECTOR_FIELDS = (
     "fpixels", "spixels", "oversample", "pixel_size", "subpixel_size",
     "pix0_x", "pix0_y", "pix0_z", "fdet_x", "fdet_y", "fdet_z",
     "sdet_x", "sdet_y", "sdet_z", "odet_x", "odet_y", "odet_z",
     "beam_x", "beam_y", "beam_z", "distance", "close_distance",
     "curved", "point_pixel",
-    "roi_xmin", "roi_xmax", "roi_ymin", "roi_ymax", "use_mask",
+    "roi_xmin", "roi_xmax", "roi_ymin", "roi_ymax",
+)
+#: their integer ones
+DETECTOR_INTS = ("fpixels", "spixels", "oversample", "curved", "point_pixel", "roi_xmin", "roi_xmax", "roi_ymin",
+                 "roi_ymax")
+
+KPARAMS_FIELDS = DETECTOR_FIELDS + (
+    "use_mask",
     # sensor
     "thicksteps", "thickstep", "detector_thick", "detector_mu",
     # sampling and factors
@@ -119,9 +127,8 @@ KPARAMS_FIELDS = (
 KParams = namedtuple("KParams", KPARAMS_FIELDS)
 
 # fields passed as int64; every other field is float64 (a stable type keeps the on-disk cache valid)
-KPARAMS_INTS = frozenset((
-    "fpixels", "spixels", "oversample", "curved", "point_pixel",
-    "roi_xmin", "roi_xmax", "roi_ymin", "roi_ymax", "use_mask", "thicksteps",
+KPARAMS_INTS = frozenset(DETECTOR_INTS + (
+    "use_mask", "thicksteps",
     "oversample_thick", "oversample_polar", "oversample_omega",
     "nsources", "phisteps", "mosaic_domains", "nopolar", "shape", "interpolate", "hkls",
     "h_min", "h_max", "k_min", "k_max", "l_min", "l_max", "h_range", "k_range", "l_range",
